@@ -1,0 +1,167 @@
+"""The daemon runner: uvloop, listening sockets, worker processes, signals, graceful shutdown.
+
+Public: :func:`serve_app`, :func:`run_async`, :func:`bind_socket`.
+
+A component hands :func:`serve_app` a factory of its aiohttp application; resources that live as
+long as the app (rings, client sessions, SQLite pools) belong in the app's ``cleanup_ctx``.
+
+Workers: with ``workers > 1`` the parent forks that many processes. Each binds its own socket
+with ``SO_REUSEPORT`` so the kernel spreads connections over them (better balance than one shared
+accept queue), and the parent only supervises: it restarts a worker that dies, forwards SIGTERM
+and SIGINT, and waits. With ``workers == 1`` (the default in tests) everything runs in-process.
+
+Shutdown: SIGTERM or SIGINT stops accepting, lets requests in flight finish for up to
+``shutdown_timeout_s``, then closes what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import uvloop
+from aiohttp import web
+
+log = logging.getLogger("shoal.daemon")
+
+AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
+
+WORKER_RESTART_DELAY_S = 1.0  # a worker that dies at once is not restarted in a tight loop
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = True) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6), ``SO_REUSEPORT`` when asked."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_on(
+    factory: AppFactory, sock: socket.socket, shutdown_timeout_s: float, ready_line: str | None
+) -> None:
+    app = factory()
+    if asyncio.iscoroutine(app) or isinstance(app, Awaitable):
+        app = await app  # type: ignore[misc]
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=shutdown_timeout_s)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if ready_line:
+        print(ready_line, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing requests in flight (up to %.0f s)", shutdown_timeout_s)
+        await runner.cleanup()
+
+
+def serve_app(
+    factory: AppFactory,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    shutdown_timeout_s: float = 30.0,
+    name: str = "shoal",
+) -> int:
+    """Serve the app from ``factory`` on ``host:port`` until SIGTERM/SIGINT; return an exit code.
+
+    Prints ``<name> listening on http://host:port`` once the socket accepts connections (tests and
+    ``shoal aio`` wait for that line).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    sock = bind_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    ready = f"{name} listening on http://{host}:{bound_port} (pid {os.getpid()})"
+    if workers == 1:
+        uvloop.run(_serve_on(factory, sock, shutdown_timeout_s, ready))
+        return 0
+    sock.close()  # each worker binds its own SO_REUSEPORT socket
+    return _supervise(factory, host, bound_port, workers, shutdown_timeout_s, name)
+
+
+def _spawn_worker(factory: AppFactory, host: str, port: int, shutdown_timeout_s: float) -> int:
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            uvloop.run(_serve_on(factory, bind_socket(host, port), shutdown_timeout_s, None))
+        except BaseException:
+            log.exception("worker failed")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def _supervise(
+    factory: AppFactory, host: str, port: int, workers: int, shutdown_timeout_s: float, name: str
+) -> int:
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    children: dict[int, float] = {}
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for _ in range(workers):
+        children[_spawn_worker(factory, host, port, shutdown_timeout_s)] = time.monotonic()
+    print(f"{name} listening on http://{host}:{port} ({workers} workers)", flush=True)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        if started is None or stopping:
+            continue
+        log.error("worker %d exited (status %d); restarting", pid, status)
+        if time.monotonic() - started < WORKER_RESTART_DELAY_S:
+            time.sleep(WORKER_RESTART_DELAY_S)
+        children[_spawn_worker(factory, host, port, shutdown_timeout_s)] = time.monotonic()
+    return 0
+
+
+def run_async(main: Callable[[], Awaitable[int | None]]) -> int:
+    """Run ``main()`` on uvloop; SIGTERM/SIGINT cancel it. Returns its exit code (0 if None)."""
+
+    async def wrapper() -> int:
+        task = asyncio.ensure_future(main())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return (await task) or 0
+        except asyncio.CancelledError:
+            return 0
+
+    return uvloop.run(wrapper())
