@@ -1,0 +1,464 @@
+"""The ring builder: devices, weights, and a rebalance that places partition-replicas.
+
+Public: :class:`RingBuilder`, :class:`RebalanceReport`, :data:`PART_POWER_MAX`.
+
+Swift's ring is the contract (partitions, replicas, failure domains, weights, minimal movement).
+A rebalance runs in three steps, each bounded by the number of partition-replicas:
+
+1. *Gather* what must move: replicas on removed or zero-weight devices (always, whatever
+   ``min_part_hours`` says: their data is going away), replicas that share a failure domain when a
+   better spread exists (dispersion first), and the excess of overloaded devices (balance).
+   Only partitions not moved within ``min_part_hours`` are gathered for dispersion or balance, and
+   never more than one replica of a partition per rebalance, so two copies of a partition are
+   never in flight at once.
+2. *Place* each gathered replica: walk the failure-domain tree from the root, at each level take
+   the child holding the fewest replicas of this partition, and among those the one that wants
+   the most partition-replicas (target minus assigned). Targets come from :mod:`ring.tiers`.
+3. Repeat 1-2 for balance until every device is within ``max(1 %, 1 partition-replica)`` of its
+   target or nothing more can move.
+
+Excess is shed by largest remainder, so the number of moved replicas is the sum of the real
+over-assignment (close to the ideal when a device is added), not one per device from rounding.
+Everything is deterministic for a given builder state and seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ring.device import DEVICE_KEYS, matches, parse_weight, validate_device
+from ring.errors import RingBuilderError, RingValidationError
+from ring.tiers import ROOT, TierTree
+
+PART_POWER_MAX = 24  # 16 Mi partitions: ~50 MiB per replica of dev ids; plenty for a cluster
+MIN_PART_HOURS_MAX = 65_535
+BALANCE_PASSES_MAX = 6  # each pass is O(partition-replicas); passes stop early when balanced
+NONE = -1  # an unassigned partition-replica
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RebalanceReport:
+    """What a rebalance did: moved partition-replicas and the quality of the result."""
+
+    parts_moved: int
+    parts_moved_pct: float
+    balance_pct: float
+    dispersion_pct: float
+    devices_removed: int
+    passes: int
+
+
+class RingBuilder:
+    """Devices and the partition-replica assignment of one ring."""
+
+    def __init__(self, part_power: int, replicas: int, min_part_hours: int = 1):
+        if not isinstance(part_power, int) or not 0 <= part_power <= PART_POWER_MAX:
+            raise RingBuilderError(f"part_power must be an integer 0..{PART_POWER_MAX}, got {part_power!r}")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            raise RingBuilderError(f"replicas must be an integer >= 1, got {replicas!r}")
+        if not isinstance(min_part_hours, int) or not 0 <= min_part_hours <= MIN_PART_HOURS_MAX:
+            raise RingBuilderError(
+                f"min_part_hours must be an integer 0..{MIN_PART_HOURS_MAX}, got {min_part_hours!r}"
+            )
+        self.part_power = part_power
+        self.replicas = replicas
+        self.min_part_hours = min_part_hours
+        self.devs: list[dict[str, Any] | None] = []
+        self.replica2part2dev: list[array] = []  # empty until the first rebalance
+        self.last_moved_hour = array("I", [0]) * self.partition_count
+        self.hash_seed = os.urandom(16)
+        self.version = 0
+        self.devs_changed = False
+
+    @property
+    def partition_count(self) -> int:
+        return 1 << self.part_power
+
+    # ---- devices ---------------------------------------------------------------------------
+
+    def add_dev(self, dev: dict[str, Any]) -> int:
+        """Add a device; return its id. Raises :class:`RingBuilderError` on a bad or duplicate one."""
+        dev = {key: dev[key] for key in DEVICE_KEYS if key in dev}
+        validate_device(dev)
+        for other in self.live_devs():
+            if (other["ip"], other["port"], other["device"]) == (dev["ip"], dev["port"], dev["device"]):
+                raise RingBuilderError(
+                    f"duplicate device {dev['ip']}:{dev['port']}/{dev['device']} (already d{other['id']})"
+                )
+        dev_id = dev.get("id")
+        if dev_id is None:
+            dev_id = len(self.devs)
+        elif not isinstance(dev_id, int) or dev_id < 0:
+            raise RingBuilderError(f"invalid device id {dev_id!r}")
+        elif dev_id < len(self.devs) and self.devs[dev_id] is not None:
+            raise RingBuilderError(f"device id {dev_id} is already in use")
+        dev["id"] = dev_id
+        while len(self.devs) <= dev_id:
+            self.devs.append(None)
+        self.devs[dev_id] = dev
+        self.devs_changed = True
+        return dev_id
+
+    def live_devs(self) -> list[dict[str, Any]]:
+        """Devices present and not marked for removal."""
+        return [d for d in self.devs if d is not None and not d.get("removed")]
+
+    def search_devs(self, criteria: dict[str, Any]) -> list[dict[str, Any]]:
+        return [d for d in self.live_devs() if matches(d, criteria)]
+
+    def _dev(self, dev_id: int) -> dict[str, Any]:
+        if not 0 <= dev_id < len(self.devs) or self.devs[dev_id] is None or self.devs[dev_id].get("removed"):
+            raise RingBuilderError(f"no device with id {dev_id}")
+        return self.devs[dev_id]  # type: ignore[return-value]
+
+    def set_dev_weight(self, dev_id: int, weight: float) -> None:
+        self._dev(dev_id)["weight"] = parse_weight(weight)
+        self.devs_changed = True
+
+    def remove_dev(self, dev_id: int) -> None:
+        """Mark a device for removal: the next rebalance moves its replicas away and drops it."""
+        dev = self._dev(dev_id)
+        dev["weight"] = 0.0
+        dev["removed"] = True
+        self.devs_changed = True
+
+    def pretend_min_part_hours_passed(self) -> None:
+        """Forget when partitions last moved (for an operator who knows the data has settled)."""
+        self.last_moved_hour = array("I", [0]) * self.partition_count
+
+    # ---- rebalance -------------------------------------------------------------------------
+
+    def rebalance(
+        self, seed: int | None = None, *, now_s: float | None = None, progress: Progress | None = None
+    ) -> RebalanceReport:
+        """Place every partition-replica; see the module docstring. Deterministic per seed."""
+        weighted = [d for d in self.live_devs() if d["weight"] > 0]
+        if len(weighted) < self.replicas:
+            raise RingBuilderError(
+                f"too few devices with weight: {len(weighted)} for {self.replicas} replicas"
+            )
+        rng = random.Random(self.version if seed is None else seed)
+        now_hour = int((time.time() if now_s is None else now_s) // 3600)
+        run = _Rebalance(self, TierTree(self.devs, self.partition_count, self.replicas), rng, now_hour)
+        passes = run.run(progress)
+        removed = 0
+        for dev in self.devs:
+            if dev is not None and dev.get("removed"):
+                self.devs[dev["id"]] = None
+                removed += 1
+        self.version += 1
+        self.devs_changed = False
+        self.check_valid()
+        total = self.partition_count * self.replicas
+        return RebalanceReport(
+            parts_moved=run.moved,
+            parts_moved_pct=100.0 * run.moved / total,
+            balance_pct=self.get_balance(),
+            dispersion_pct=self.get_dispersion(),
+            devices_removed=removed,
+            passes=passes,
+        )
+
+    # ---- reports ---------------------------------------------------------------------------
+
+    def dev_part_counts(self) -> Counter:
+        counts: Counter = Counter()
+        for row in self.replica2part2dev:
+            counts.update(row)
+        counts.pop(NONE, None)
+        return counts
+
+    def dev_targets(self) -> dict[int, float]:
+        return TierTree(self.devs, self.partition_count, self.replicas).device_targets()
+
+    def get_balance(self) -> float:
+        """Largest deviation of a device from its target, in percent (0 is perfect)."""
+        if not self.replica2part2dev:
+            return 0.0
+        counts = self.dev_part_counts()
+        worst = 0.0
+        for dev_id, target in self.dev_targets().items():
+            if target > 0:
+                worst = max(worst, abs(100.0 * counts.get(dev_id, 0) / target - 100.0))
+        return worst
+
+    def get_dispersion(self) -> float:
+        """Percent of partitions with two replicas in one failure domain where a spread was possible."""
+        if not self.replica2part2dev:
+            return 0.0
+        tree = TierTree(self.devs, self.partition_count, self.replicas)
+        bad = sum(
+            1 for part in range(self.partition_count) if _overfull_node(tree, self._part_devs(part))
+        )
+        return 100.0 * bad / self.partition_count
+
+    def _part_devs(self, part: int) -> list[int]:
+        return [row[part] for row in self.replica2part2dev]
+
+    def check_valid(self) -> None:
+        """Raise :class:`RingValidationError` unless the assignment is complete and consistent.
+
+        Every partition-replica is on a present device with weight, no partition has two replicas
+        on one device, and the devices' counts add up to partitions x replicas.
+        """
+        if len(self.replica2part2dev) != self.replicas:
+            raise RingValidationError(f"{len(self.replica2part2dev)} replica rows for {self.replicas} replicas")
+        live = {d["id"] for d in self.live_devs() if d["weight"] > 0}
+        for row in self.replica2part2dev:
+            if len(row) != self.partition_count:
+                raise RingValidationError(f"replica row of {len(row)} for {self.partition_count} partitions")
+            stray = set(row) - live
+            if stray:
+                raise RingValidationError(f"partition-replicas on missing devices {sorted(stray)}")
+        if self.replicas > 1:
+            for part, devs in enumerate(zip(*self.replica2part2dev, strict=True)):
+                if len(set(devs)) != len(devs):
+                    raise RingValidationError(f"partition {part} has two replicas on one device: {devs}")
+        if sum(self.dev_part_counts().values()) != self.partition_count * self.replicas:
+            raise RingValidationError("device counts do not add up to partitions x replicas")
+
+    # ---- persistence -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "part_power": self.part_power,
+            "replicas": self.replicas,
+            "min_part_hours": self.min_part_hours,
+            "devs": self.devs,
+            "replica2part2dev": [row.tobytes() for row in self.replica2part2dev],
+            "last_moved_hour": self.last_moved_hour.tobytes(),
+            "hash_seed": self.hash_seed,
+            "version": self.version,
+            "devs_changed": self.devs_changed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RingBuilder:
+        builder = cls(data["part_power"], data["replicas"], data["min_part_hours"])
+        builder.devs = list(data["devs"])
+        builder.replica2part2dev = [_int_array(raw) for raw in data["replica2part2dev"]]
+        builder.last_moved_hour = array("I")
+        builder.last_moved_hour.frombytes(data["last_moved_hour"])
+        builder.hash_seed = bytes(data["hash_seed"])
+        builder.version = int(data["version"])
+        builder.devs_changed = bool(data["devs_changed"])
+        if len(builder.last_moved_hour) != builder.partition_count:
+            raise RingValidationError("last_moved_hour does not match the partition count")
+        if builder.replica2part2dev:
+            builder.check_valid()
+        return builder
+
+
+def _int_array(raw: bytes) -> array:
+    row = array("i")
+    row.frombytes(raw)
+    return row
+
+
+def _overfull_node(tree: TierTree, devs: list[int]) -> int | None:
+    """The tree node holding more replicas of one partition than dispersion allows, if any."""
+    chains = [tree.chain[d] for d in devs if d in tree.chain]
+    if len({c[0] for c in chains}) == len(chains):
+        return None  # every replica in its own region: nothing can be better spread
+    counts: Counter = Counter()
+    for chain in chains:
+        counts.update(chain)
+    for node, count in counts.items():  # chains are listed top-down, so regions come first
+        if count > 1 and count > tree.child_cap(tree.parent[node]):
+            return node
+    return None
+
+
+class _Rebalance:
+    """One rebalance run; owns the per-node counts while it places replicas."""
+
+    def __init__(self, builder: RingBuilder, tree: TierTree, rng: random.Random, now_hour: int):
+        self.b = builder
+        self.tree = tree
+        self.rng = rng
+        self.now_hour = now_hour
+        self.moved = 0
+        self.moved_parts: set[int] = set()
+        self.assigned = [0] * len(tree.parent)
+        self.previous: dict[tuple[int, int], int] = {}  # (part, replica) -> device before gathering
+
+    def run(self, progress: Progress | None) -> int:
+        b = self.b
+        if not b.replica2part2dev:
+            b.replica2part2dev = [array("i", [NONE]) * b.partition_count for _ in range(b.replicas)]
+        for dev_id, count in b.dev_part_counts().items():
+            if dev_id in self.tree.chain:
+                self._count(dev_id, count)
+        gathered = self._gather_unplaceable()
+        gathered += self._gather_badly_dispersed()
+        self._place(gathered, progress)
+        passes = 1
+        while passes < BALANCE_PASSES_MAX and not self._balanced():
+            if not self._move_overloaded():
+                break
+            passes += 1
+        return passes
+
+    def _count(self, dev_id: int, delta: int) -> None:
+        for node in (ROOT, *self.tree.chain[dev_id]):
+            self.assigned[node] += delta
+
+    def _locked(self, part: int) -> bool:
+        if part in self.moved_parts:
+            return True
+        return self.now_hour - self.b.last_moved_hour[part] < self.b.min_part_hours
+
+    def _take(self, part: int, replica: int) -> tuple[int, int]:
+        row = self.b.replica2part2dev[replica]
+        dev_id = row[part]
+        self.previous[(part, replica)] = dev_id
+        row[part] = NONE
+        self._count(dev_id, -1)
+        self.moved_parts.add(part)
+        return part, replica
+
+    def _gather_unplaceable(self) -> list[tuple[int, int]]:
+        """Replicas that are unassigned or on removed/zero-weight devices: these always move."""
+        gathered = []
+        valid = self.tree.chain
+        for replica, row in enumerate(self.b.replica2part2dev):
+            if all(dev_id in valid for dev_id in set(row)):
+                continue
+            for part, dev_id in enumerate(row):
+                if dev_id not in valid:
+                    self.previous[(part, replica)] = dev_id
+                    row[part] = NONE
+                    gathered.append((part, replica))
+        for part, _ in gathered:
+            self.moved_parts.add(part)
+        return gathered
+
+    def _gather_badly_dispersed(self) -> list[tuple[int, int]]:
+        if len(self.tree.chain) < 2 or all(
+            row[0] == NONE and len(set(row)) == 1 for row in self.b.replica2part2dev
+        ):
+            return []
+        rows = self.b.replica2part2dev
+        gathered = []
+        for part in range(self.b.partition_count):
+            if self._locked(part):
+                continue
+            devs = [row[part] for row in rows if row[part] != NONE]
+            node = _overfull_node(self.tree, devs)
+            if node is None:
+                continue
+            for replica, row in enumerate(rows):
+                dev_id = row[part]
+                if dev_id != NONE and node in self.tree.chain[dev_id]:
+                    gathered.append(self._take(part, replica))
+                    break
+        return gathered
+
+    def _balanced(self) -> bool:
+        for node, dev_id in self.tree.node_dev.items():
+            target = self.tree.target[node]
+            if abs(self.assigned[node] - target) > max(1.0, 0.01 * target):
+                return False
+        return True
+
+    def _move_overloaded(self) -> int:
+        """Move replicas from over-target devices to devices short of at least one replica.
+
+        A move is made only if every failure domain it leaves (region, zone, host, device) is
+        over its target and the device it reaches is short by at least one whole replica, so
+        rounding alone never moves anything, and no domain is drained below its share to feed
+        another. The destination is what the tree walk picks for the partition, so a move
+        never worsens dispersion.
+        """
+        tree = self.tree
+        assigned = self.assigned
+        target = tree.target
+        needy = sum(1 for n in tree.node_dev if target[n] - assigned[n] >= 1 - 1e-9)
+        if not needy:
+            return 0
+        rows = self.b.replica2part2dev
+        chain = tree.chain
+        moved = 0
+        for part in self._permuted_parts():
+            if needy <= 0:
+                break
+            if self._locked(part):
+                continue
+            for replica, row in enumerate(rows):
+                dev_id = row[part]
+                if dev_id == NONE or assigned[chain[dev_id][-1]] <= target[chain[dev_id][-1]]:
+                    continue
+                others = [r[part] for i, r in enumerate(rows) if i != replica]
+                self._count(dev_id, -1)  # choose as if it had left, so its own domain competes
+                dest = self._choose(others)
+                self._count(dev_id, 1)
+                dest_node = chain[dest][-1]
+                if dest == dev_id or target[dest_node] - assigned[dest_node] < 1 - 1e-9:
+                    continue
+                shared = set(chain[dest])
+                if any(assigned[n] <= target[n] for n in chain[dev_id] if n not in shared):
+                    continue  # would drain a domain below its share
+                self._take(part, replica)
+                row[part] = dest
+                self._count(dest, 1)
+                self.b.last_moved_hour[part] = self.now_hour
+                self.moved += 1
+                moved += 1
+                if target[dest_node] - assigned[dest_node] < 1 - 1e-9:
+                    needy -= 1
+                break
+        return moved
+
+    def _permuted_parts(self) -> range | list[int]:
+        """All partitions in a seeded order: an odd stride over a power of two is a permutation."""
+        count = self.b.partition_count
+        start = self.rng.randrange(count)
+        stride = self.rng.randrange(count) | 1
+        return [(start + i * stride) & (count - 1) for i in range(count)]
+
+    def _place(self, gathered: list[tuple[int, int]], progress: Progress | None) -> None:
+        rows = self.b.replica2part2dev
+        total = len(gathered)
+        step = max(1, total // 100)
+        for done, (part, replica) in enumerate(gathered):
+            others = [row[part] for row in rows if row[part] != NONE]
+            dev_id = self._choose(others)
+            rows[replica][part] = dev_id
+            self._count(dev_id, 1)
+            self.b.last_moved_hour[part] = self.now_hour
+            if self.previous.get((part, replica), NONE) != dev_id:
+                self.moved += 1
+            if progress is not None and done % step == 0:
+                progress("placing", done, total)
+        if progress is not None:
+            progress("placing", total, total)
+
+    def _choose(self, others: list[int]) -> int:
+        """Walk down the tree: fewest replicas of this partition first, then the most wanted."""
+        tree = self.tree
+        used: Counter = Counter()
+        for dev_id in others:
+            used.update(tree.chain[dev_id])
+        target = tree.target
+        assigned = self.assigned
+        node = ROOT
+        children = tree.children
+        while children[node]:
+            best = -1
+            best_key = None
+            for kid in children[node]:
+                key = (used.get(kid, 0), assigned[kid] - target[kid])
+                if best_key is None or key < best_key:
+                    best, best_key = kid, key
+            node = best
+        return tree.node_dev[node]
