@@ -1,0 +1,1 @@
+"""Test support shared by the suites: real outside services started for tests (Keystone, ...)."""
