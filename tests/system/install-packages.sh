@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 missing=()
 while read -r pkg cmd; do
     [[ -z "$pkg" || "$pkg" == \#* ]] && continue
-    if ! command -v "${cmd:-$pkg}" >/dev/null 2>&1 && ! PATH=$PATH:/usr/sbin:/sbin command -v "${cmd:-$pkg}" >/dev/null 2>&1; then
+    if ! command -v "${cmd:-$pkg}" >/dev/null 2>&1 && ! PATH=$PATH:/usr/sbin:/sbin command -v "${cmd:-$pkg}" >/dev/null 2>&1 && ! [[ "${cmd:-}" == /* && -e "$cmd" ]]; then
         missing+=("$pkg")
     fi
 done <"$here/packages.txt"
