@@ -1,6 +1,6 @@
 """A real OpenStack Swift all-in-one on loopback, the reference that Shoal's benchmarks compare to.
 
-Public: ``SwiftAIO`` (a context manager), ``SwiftAIOError``. Usage::
+Public: ``SwiftAIO`` (a context manager), ``SwiftAIOError``, ``free_ports``. Usage::
 
     with SwiftAIO(workdir, workers=2, port=8080) as swift:
         swift.auth_url, swift.user, swift.key   # tempauth v1.0: test:tester / testing
@@ -53,11 +53,17 @@ USER = "test:tester"
 KEY = "testing"
 HOST = "127.0.0.1"
 MEMCACHED_MEMORY_MB = 64  # tokens and account/container info only
+# Per proxy worker. Swift's default of 2 makes requests wait for a pool slot under 32+ concurrent
+# clients; after pool_timeout (1 s) the token lookup fails and the client gets a 401. Operators
+# raise it; 64 covers the benchmarks' highest concurrency.
+MEMCACHE_CONNECTIONS_MAX = 64
 # 21 Python processes import eventlet and Swift at once on 2 shared cores: ~15 s; leave slack.
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0  # SIGTERM grace per process group before SIGKILL
 POLL_INTERVAL_S = 0.2
 UPDATER_INTERVAL_S = 30  # Swift's default is 300; shorter so account HEADs catch up within a run
+ROW_MERGE_BATCH = 1000  # rows per REPLICATE request: the container replicator's per_diff
+ROW_MERGE_TIMEOUT_S = 120  # 10,000 rows x 3 replicas take a few seconds
 LOG_TAIL_BYTES = 4000  # how much of a dead server's log goes into the error message
 
 # Swift's proxy-server.conf-sample pipeline, minus container_sync (logs errors without a realms
@@ -95,8 +101,9 @@ class _Node:
         return f"d{self.number}"
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel calls free right now; held together so they are distinct."""
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that are free right now (another process may still take
+    one before it is bound: acceptable on a test machine, retried by nobody)."""
     sockets = []
     try:
         for _ in range(count):
@@ -201,7 +208,7 @@ class SwiftAIO:
             from benchmarks.swift_env import ensure_swift_venv
 
             self.venv = ensure_swift_venv()
-        ports = _free_ports(NODE_COUNT * len(SERVER_KINDS) + 2)
+        ports = free_ports(NODE_COUNT * len(SERVER_KINDS) + 2)
         memcached_port = ports.pop()
         if self.port == 0:
             self.port = ports.pop()
@@ -248,6 +255,30 @@ class SwiftAIO:
             os.killpg(process.pid, signum)  # started with start_new_session: pgid == pid
         except (ProcessLookupError, PermissionError):
             pass
+
+    def populate_container(self, account: str, container: str, names: list[str]) -> None:
+        """Add zero-byte object rows to an existing container's listing in every replica, fast.
+
+        10,000 object PUTs through this proxy cost ~200 CPU-seconds on 2 cores (fsync x3, three
+        container updates each); a listing benchmark only needs the rows. They are written the
+        way Swift's container replicator writes rows (REPLICATE ``merge_items`` to each primary
+        container server) and hold exactly what an object PUT's container update records: name,
+        timestamp, size 0, content type, the MD5 of the empty body, policy 0. No object data
+        exists behind them, so GETs of these names answer 404.
+
+        Raises:
+            SwiftAIOError: a container server refused the rows (e.g. the container is missing).
+        """
+        result = subprocess.run(
+            [self._python(), str(Path(__file__).resolve()), "--merge-rows", str(self.etc_dir)],
+            input=json.dumps({"account": account, "container": container, "names": names}),
+            text=True,
+            capture_output=True,
+            timeout=ROW_MERGE_TIMEOUT_S,
+            env=self._env("merge-rows"),
+        )
+        if result.returncode != 0:
+            raise SwiftAIOError(f"populating {account}/{container} failed: {result.stderr}")
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -297,7 +328,8 @@ class SwiftAIO:
             "user_test_tester3 = testing3\n"
             "user_test2_tester2 = testing2 .admin\n\n"
             f"[filter:cache]\nuse = egg:swift#memcache\n"
-            f"memcache_servers = {HOST}:{memcached_port}\n\n"
+            f"memcache_servers = {HOST}:{memcached_port}\n"
+            f"memcache_max_connections = {MEMCACHE_CONNECTIONS_MAX}\n\n"
             + "".join(
                 f"[filter:{name}]\nuse = egg:swift#{name.replace('-', '_')}\n\n"
                 for name in dict.fromkeys(PROXY_PIPELINE.split())
@@ -410,10 +442,8 @@ class SwiftAIO:
 # --- the launcher: runs under the Swift venv's python --------------------------------------------
 
 
-def _launch(server: str, conf: str) -> None:
-    """Run one Swift server or daemon with swift.conf and logging redirected into the workdir."""
-    import importlib
-
+def _configure_swift() -> None:
+    """Point Swift at the workdir's swift.conf and log file; call before importing any server."""
     import swift.common.utils as swift_utils
 
     swift_utils.SWIFT_CONF_FILE = os.environ["SHOAL_SWIFT_CONF"]
@@ -433,6 +463,13 @@ def _launch(server: str, conf: str) -> None:
             super().__init__(log_path)
 
     logs.ThreadSafeSysLogHandler = FileLogHandler
+
+
+def _launch(server: str, conf: str) -> None:
+    """Run one Swift server or daemon with swift.conf and logging redirected into the workdir."""
+    import importlib
+
+    _configure_swift()
     module_name, _, function_name = _SERVER_MAINS[server].partition(":")
     sys.argv = [f"swift-{server}", conf]
     getattr(importlib.import_module(module_name), function_name)()
@@ -462,10 +499,49 @@ def _build_rings_main(etc_dir: str) -> None:
         builder.get_ring().save(os.path.join(etc_dir, f"{name}.ring.gz"))
 
 
+def _merge_rows_main(etc_dir: str) -> None:
+    """REPLICATE merge_items the rows named in the JSON on stdin to each primary container DB."""
+    import hashlib
+    import http.client
+
+    _configure_swift()
+    from swift.common.ring import Ring
+    from swift.common.utils import Timestamp, hash_path
+
+    request = json.load(sys.stdin)
+    account, container = request["account"], request["container"]
+    partition, nodes = Ring(etc_dir, ring_name="container").get_nodes(account, container)
+    db_hash = hash_path(account, container)
+    timestamp = Timestamp.now().internal
+    rows = [
+        {
+            "name": name, "created_at": timestamp, "size": 0,
+            "content_type": "application/octet-stream", "etag": hashlib.md5(b"").hexdigest(),
+            "deleted": 0, "storage_policy_index": 0,
+            "ctype_timestamp": timestamp, "meta_timestamp": timestamp,
+        }
+        for name in request["names"]
+    ]  # fmt: skip
+    for node in nodes:
+        for offset in range(0, len(rows), ROW_MERGE_BATCH):
+            # source None: no replication sync point is recorded (there is no peer DB behind it)
+            body = json.dumps(["merge_items", rows[offset : offset + ROW_MERGE_BATCH], None])
+            connection = http.client.HTTPConnection(node["ip"], node["port"], timeout=60)
+            path = f"/{node['device']}/{partition}/{db_hash}"
+            connection.request("REPLICATE", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            if response.status != 202:
+                sys.exit(f"REPLICATE {node['port']}{path}: {response.status} {response.reason}")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--launch"]:
         _launch(sys.argv[2], sys.argv[3])
     elif sys.argv[1:2] == ["--rings"]:
         _build_rings_main(sys.argv[2])
+    elif sys.argv[1:2] == ["--merge-rows"]:
+        _merge_rows_main(sys.argv[2])
     else:
-        sys.exit("usage: swift_aio.py --launch SERVER CONF | --rings ETC_DIR  (internal)")
+        sys.exit("usage: swift_aio.py --launch SERVER CONF | --rings ETC | --merge-rows ETC")
