@@ -71,20 +71,7 @@ WORKER_THREADS = 4
 _STAMP = ".shoal-ready"
 _SEED_FILES = ("keystone.db", "fernet-keys", "credential-keys", "ids.json")
 
-# exit statuses / output of pip that mean "could not reach the package index", not "broken"
-_NETWORK_MARKERS = (
-    "Failed to establish a new connection",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Network is unreachable",
-    "No route to host",
-    "Connection refused",
-    "ConnectTimeoutError",
-    "Read timed out",
-    "ProxyError",
-    "No matching distribution found",
-    "Could not find a version that satisfies",
-)
+PYPI_PROBE_TIMEOUT_S = 10.0  # one GET of the index page for keystone, only after pip failed
 
 
 class KeystoneEnvError(RuntimeError):
@@ -129,13 +116,23 @@ def _run(cmd: list[str], *, timeout_s: float, env: dict[str, str] | None = None)
         )
     except subprocess.CalledProcessError as exc:
         output = f"{exc.stdout}\n{exc.stderr}"
-        network = any(marker in output for marker in _NETWORK_MARKERS)
         raise KeystoneEnvError(
-            f"{' '.join(cmd)} exited {exc.returncode}:\n{output[-3000:]}", network=network
+            f"{' '.join(cmd)} exited {exc.returncode}:\n{output[-3000:]}",
+            network=not _index_reachable(),
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise KeystoneEnvError(f"{' '.join(cmd)} took more than {timeout_s} s") from exc
     return done.stdout
+
+
+def _index_reachable() -> bool:
+    """Whether pip's index answers at all: tells "no network" (skip) from "broken" (fail)."""
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{index}/keystone/", timeout=PYPI_PROBE_TIMEOUT_S):
+            return True
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -615,13 +612,17 @@ class Keystone:
         if project_id is None:
             raise KeystoneEnvError(f"no project {project!r}")
         password = secrets.token_urlsafe(12)
-        user_id = _ensure(
-            self.auth_url,
-            admin,
-            "users",
-            name,
-            {"name": name, "domain_id": "default", "password": password},
-        )
+        user_id = _find(self.auth_url, admin, "users", name)
+        if user_id is None:
+            body = {"user": {"name": name, "domain_id": "default", "password": password}}
+            _, _, doc = _expect(self.request("POST", "/users", body), 201)
+            user_id = doc["user"]["id"]
+        else:
+            # made by an earlier call in this session: make the password ours. Keystone then
+            # revokes the user's tokens, including any issued within the same second.
+            body = {"user": {"password": password, "enabled": True}}
+            _expect(self.request("PATCH", f"/users/{user_id}", body), 200)
+            time.sleep(1.0)
         _expect(
             self.request("PUT", f"/projects/{project_id}/users/{user_id}/roles/{self.roles[role]}"),
             204,
