@@ -183,6 +183,11 @@ class SwiftAIO:
                 return process.pid
         raise SwiftAIOError("the proxy is not running")
 
+    def pids(self) -> list[int]:
+        """The leader of every process group started (servers, updaters, memcached); a server's
+        forked workers are its children. For CPU accounting of the whole cluster."""
+        return [process.pid for _, process in self._processes]
+
     def __enter__(self) -> SwiftAIO:
         self.start()
         return self
