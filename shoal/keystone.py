@@ -4,8 +4,9 @@ Public: :class:`KeystoneConfig`, :class:`Identity`, :class:`KeystoneValidator`,
 :class:`ValidatorStats`, :func:`issue_token`, :func:`identity_from_token_body`, and the errors
 :class:`KeystoneError`, :class:`InvalidToken`, :class:`KeystoneUnavailable`,
 :class:`ServiceCredentialsRejected`, :class:`AuthenticationFailed`.
-Internal: the service-token bookkeeping and response reading. The cache is
-:mod:`shoal.keystone_cache`.
+Internal: the service-token bookkeeping and response reading. Beside it:
+:mod:`shoal.keystone_identity` (Identity and the parsing of token bodies, no I/O) and
+:mod:`shoal.keystone_cache` (the LRU + TTL cache).
 
 How a token is validated (what keystonemiddleware does, without its WSGI and eventlet baggage):
 the service authenticates itself once with a password (``POST /v3/auth/tokens``) and keeps that
@@ -37,9 +38,7 @@ import json
 import logging
 import math
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -47,13 +46,30 @@ import aiohttp
 from shoal.clock import Clock
 from shoal.config import option
 from shoal.keystone_cache import TokenCache
+from shoal.keystone_identity import Identity, parse_time, parse_token_body
 from shoal.units import KiB, MiB
+
+__all__ = [
+    "AuthenticationFailed",
+    "Identity",
+    "InvalidToken",
+    "KeystoneConfig",
+    "KeystoneError",
+    "KeystoneUnavailable",
+    "KeystoneValidator",
+    "ServiceCredentialsRejected",
+    "ValidatorStats",
+    "identity_from_token_body",
+    "issue_token",
+    "v3_url",
+]
 
 log = logging.getLogger("shoal.keystone")
 
 TOKEN_CHARS_MAX = 8 * KiB  # fernet tokens are <= 255 chars, JWS ~800; longer is garbage
 RESPONSE_BYTES_MAX = 1 * MiB  # a nocatalog token body is ~600 B; a catalog body a few KB
 SERVICE_TOKEN_REFRESH_MARGIN_S = 120.0  # renew this long before expiry (or at half-life)
+SERVICE_FETCH_RETRY_DELAY_S = 1.0  # after a failed fetch, fail fast this long (no pile-up)
 CONNECTIONS_MAX = 16  # connections to Keystone from one validator's own session
 INFLIGHT_VALIDATIONS_MAX = 1024  # distinct tokens awaiting Keystone; beyond this, 503
 ERROR_TEXT_CHARS_MAX = 200  # how much of a Keystone error body goes into a message
@@ -142,70 +158,16 @@ class KeystoneConfig:
         )
         return f"KeystoneConfig({shown})"
 
-    def ssl_context(self) -> ssl.SSLContext | bool | None:
-        """What aiohttp's ``ssl=`` wants for these settings."""
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What aiohttp's ``ssl=`` wants for these settings (True = verify with system CAs)."""
         if not self.verify_tls:
             return False
         if self.ca_file:
             return ssl.create_default_context(cafile=self.ca_file)
-        return None
+        return True
 
 
 # --------------------------------------------------------------------------------- identity
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a validated token speaks for, as Keystone described it.
-
-    ``project_*`` are None unless the token is project-scoped; ``domain_*`` are set only for a
-    domain-scoped token; ``system_scoped`` for a system-scoped one. ``roles`` are role names as
-    Keystone returned them, implied roles included (``member`` implies ``reader``).
-    """
-
-    user_id: str
-    user_name: str
-    user_domain_id: str
-    user_domain_name: str
-    project_id: str | None
-    project_name: str | None
-    project_domain_id: str | None
-    project_domain_name: str | None
-    domain_id: str | None
-    domain_name: str | None
-    system_scoped: bool
-    roles: frozenset[str]
-    role_ids: frozenset[str]
-    expires_at: float  # epoch seconds
-    issued_at: float  # epoch seconds
-    audit_ids: tuple[str, ...]
-    methods: tuple[str, ...]
-    is_admin_project: bool  # Keystone's flag; True for every project unless admin_project_* set
-
-    @property
-    def scope(self) -> str:
-        """``'project'``, ``'domain'``, ``'system'`` or ``'unscoped'``."""
-        if self.project_id is not None:
-            return "project"
-        if self.domain_id is not None:
-            return "domain"
-        if self.system_scoped:
-            return "system"
-        return "unscoped"
-
-    def has_any_role(self, names: Iterable[str]) -> bool:
-        """True if the token holds any of ``names`` (case-insensitive, as Swift compares)."""
-        mine = {role.lower() for role in self.roles}
-        return any(name.lower() in mine for name in names)
-
-
-def _epoch(text: Any, what: str) -> float:
-    if not isinstance(text, str):
-        raise KeystoneUnavailable(f"Keystone token body: {what} missing or not a string")
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise KeystoneUnavailable(f"Keystone token body: bad {what} {text[:40]!r}") from None
 
 
 def identity_from_token_body(body: Any) -> Identity:
@@ -215,37 +177,9 @@ def identity_from_token_body(body: Any) -> Identity:
         KeystoneUnavailable: the document does not have the v3 token shape (Keystone's fault).
     """
     try:
-        token = body["token"]
-        user = token["user"]
-        user_domain = user.get("domain") or {}
-        project = token.get("project")
-        domain = token.get("domain")
-        roles = token.get("roles") or []
-        identity = Identity(
-            user_id=str(user["id"]),
-            user_name=str(user.get("name", "")),
-            user_domain_id=str(user_domain.get("id", "")),
-            user_domain_name=str(user_domain.get("name", "")),
-            project_id=str(project["id"]) if project else None,
-            project_name=str(project.get("name", "")) if project else None,
-            project_domain_id=str((project.get("domain") or {}).get("id", "")) if project else None,
-            project_domain_name=(
-                str((project.get("domain") or {}).get("name", "")) if project else None
-            ),
-            domain_id=str(domain["id"]) if domain else None,
-            domain_name=str(domain.get("name", "")) if domain else None,
-            system_scoped=bool((token.get("system") or {}).get("all", False)),
-            roles=frozenset(str(role["name"]) for role in roles),
-            role_ids=frozenset(str(role["id"]) for role in roles),
-            expires_at=_epoch(token.get("expires_at"), "expires_at"),
-            issued_at=_epoch(token.get("issued_at"), "issued_at"),
-            audit_ids=tuple(str(a) for a in token.get("audit_ids") or ()),
-            methods=tuple(str(m) for m in token.get("methods") or ()),
-            is_admin_project=bool(token.get("is_admin_project", True)),
-        )
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise KeystoneUnavailable(f"Keystone token body has an unexpected shape: {exc!r}") from None
-    return identity
+        return parse_token_body(body)
+    except ValueError as exc:
+        raise KeystoneUnavailable(f"Keystone token body: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------- HTTP
@@ -284,7 +218,7 @@ async def issue_token(
     project_domain_name: str = "Default",
     session: aiohttp.ClientSession | None = None,
     timeout_s: float = 10.0,
-    ssl_context: ssl.SSLContext | bool | None = None,
+    ssl_context: ssl.SSLContext | bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Get a token with password auth (project-scoped, or unscoped if ``project_name`` is None).
 
@@ -386,6 +320,7 @@ class KeystoneValidator:
         self._cache: TokenCache[Identity] = TokenCache(config.cache_entries_max, self._clock)
         self._service: _ServiceToken | None = None
         self._service_lock = asyncio.Lock()
+        self._service_failure: tuple[float, KeystoneUnavailable] | None = None  # (retry_at, error)
         self._inflight: dict[bytes, asyncio.Task[Identity]] = {}
         self._closed = False
 
@@ -518,14 +453,34 @@ class KeystoneValidator:
             raise KeystoneUnavailable(f"GET {url}: {exc!r}") from exc
 
     async def _service_token(self) -> str:
+        """The service token, fetched or renewed when due.
+
+        One fetch at a time, however many requests need it. After a failed fetch, requests fail
+        fast for SERVICE_FETCH_RETRY_DELAY_S instead of queueing a timeout each behind the lock.
+        A renewal that fails while the old token is still unexpired keeps the old token.
+        """
         current = self._service
         if current is not None and self._clock.time() < current.refresh_at:
             return current.token
-        async with self._service_lock:  # one refresh, however many requests need it
+        async with self._service_lock:
             current = self._service
             if current is not None and self._clock.time() < current.refresh_at:
                 return current.token
-            self._service = await self._fetch_service_token()
+            failure = self._service_failure
+            if failure is not None and self._clock.monotonic() < failure[0]:
+                raise KeystoneUnavailable(
+                    f"service token unavailable (recent failure): {failure[1]}"
+                )
+            try:
+                self._service = await self._fetch_service_token()
+            except KeystoneUnavailable as exc:
+                retry_at = self._clock.monotonic() + SERVICE_FETCH_RETRY_DELAY_S
+                self._service_failure = (retry_at, exc)
+                if current is not None and self._clock.time() < current.expires_at:
+                    log.warning("service token renewal failed, keeping the current one: %s", exc)
+                    return current.token
+                raise
+            self._service_failure = None
             return self._service.token
 
     async def _fetch_service_token(self) -> _ServiceToken:
@@ -547,13 +502,17 @@ class KeystoneValidator:
             log.error("Keystone refuses the service credentials: %s", exc)
             raise ServiceCredentialsRejected(str(exc)) from exc
         now = self._clock.time()
-        expires_at = _epoch(body.get("token", {}).get("expires_at"), "expires_at")
+        try:
+            expires_at = parse_time(body["token"]["expires_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeystoneUnavailable(f"service token body without expires_at: {exc!r}") from None
         margin = min(SERVICE_TOKEN_REFRESH_MARGIN_S, max(0.0, expires_at - now) / 2)
         return _ServiceToken(token, expires_at - margin, expires_at)
 
     def _drop_service_token(self, token: str) -> None:
         if self._service is not None and self._service.token == token:
             self._service = None
+            self._service_failure = None  # a 401 is news: let the next request re-authenticate
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
