@@ -209,7 +209,8 @@ class LvmThinBackend:
 
     async def revert_volume(self, volume: Volume, snapshot: Snapshot) -> Volume:
         temp = volume.name + REVERT_SUFFIX
-        await self._remove(temp)
+        if await self._lvs(self._lv(temp)):  # left by a revert that failed half-way
+            await self._remove(temp)
         await self._create("lvcreate", "-y", "-s", "-n", temp, self._lv(snapshot.name))
         await self.runner.run("lvchange", "-a", "y", "--yes", "-k", "n", self._lv(temp))
         row = await self._row(temp, temp)

@@ -82,7 +82,10 @@ class LioTarget:
 
     def _start_sync(self) -> None:
         rtslib = self._rtslib()
-        Path("/etc/target").mkdir(parents=True, exist_ok=True)  # rtslib-fb 2.2's dbroot
+        # RTSRoot() fails unless its preferred dbroot exists (/etc/target in rtslib-fb 2.2,
+        # /etc/rtslib-fb-target in Debian's 2.1.75)
+        dbroot = getattr(rtslib.RTSRoot, "_preferred_dbroot", "/etc/target")
+        Path(dbroot).mkdir(parents=True, exist_ok=True)
         root = rtslib.RTSRoot()
         ours = [t for t in root.targets if t.wwn.startswith(self.iqn_prefix)]
         if ours or not self.save_file.exists():

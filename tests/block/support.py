@@ -13,6 +13,7 @@ moved by an iSCSI initiator. Every process started here is stopped by its pid, a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -22,11 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 START_TIMEOUT_S = 30.0  # blockd starts in ~1 s; tgtd in ~0.1 s; generous for a loaded machine
 COMMAND_TIMEOUT_S = 120.0
@@ -211,23 +213,26 @@ def _toml(tables: dict) -> str:
 
 
 class BlockdClient:
-    """The HTTP API with a token; returns (status, json or None)."""
+    """The HTTP API with a token; returns (status, json or None). Standard library only, so the
+    same helper runs inside the test guest."""
 
     def __init__(self, url: str, token: str | None = DEV_TOKEN):
         self.url = url
         self.token = token
-        self.session = requests.Session()
 
     def call(self, method: str, path: str, body=None, token: str | None = ""):
-        headers = {}
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         chosen = self.token if token == "" else token
         if chosen is not None:
             headers["X-Auth-Token"] = chosen
-        response = self.session.request(
-            method, self.url + path, json=body, headers=headers, timeout=COMMAND_TIMEOUT_S
-        )
-        data = response.json() if response.content else None
-        return response.status_code, data
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT_S) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return status, (json.loads(raw) if raw else None)
 
     def ok(self, method: str, path: str, body=None, status: int = 200):
         got, data = self.call(method, path, body)

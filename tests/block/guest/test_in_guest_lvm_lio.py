@@ -1,0 +1,261 @@
+"""blockd's production path, run INSIDE the User-Mode-Linux guest: the lvm-thin backend on a real
+dm-thin pool, the LIO kernel target through rtslib-fb, and open-iscsi's kernel initiator
+(``iscsiadm``), with the data checked on ``/dev/sdX``.
+
+Goal: the same scenario as the host test (tests/block/test_reflink_tgt.py) on the path the host
+kernel cannot run (no device-mapper, no configfs there). Method: ``tests/block/test_guest.py``
+boots the guest and runs this module with pytest; everywhere else it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shoal.units import GiB, MiB
+from tests.block.support import DEV_TOKEN, BlockdClient, BlockdProcess
+
+DISKS = os.environ.get("TEST_DISKS", "").split()
+pytestmark = [
+    pytest.mark.guest,
+    pytest.mark.skipif(
+        os.environ.get("SHOAL_IN_GUEST") != "1" or not DISKS or os.geteuid() != 0,
+        reason="runs inside the test guest only (tests/block/test_guest.py boots it)",
+    ),
+]
+
+VG = "shoal-volumes"
+PORTAL = "127.0.0.1:3260"
+MODULES = ("dm_thin_pool", "target_core_mod", "target_core_iblock", "iscsi_target_mod",
+           "iscsi_tcp", "sd_mod")  # fmt: skip
+OTHER_INITIATOR = "iqn.2024-01.org.example:not-exported"
+DATA_BYTES = 4 * MiB
+LOGIN_TIMEOUT_S = 60
+DEVICE_WAIT_S = 30.0  # by-path links appear ~2 s after login under UML
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
+
+
+def own_initiator() -> str:
+    text = Path("/etc/iscsi/initiatorname.iscsi").read_text()
+    return next(line.split("=", 1)[1].strip() for line in text.splitlines()
+                if line.startswith("InitiatorName="))  # fmt: skip
+
+
+class Iscsiadm:
+    """open-iscsi's kernel initiator, configured per node record; ``iface`` picks the IQN."""
+
+    def __init__(self, iface: str = "default"):
+        self.iface = iface
+
+    def _node(self, export: dict) -> list[str]:
+        target = export["target_iqn"]
+        return ["iscsiadm", "-m", "node", "-T", target, "-p", PORTAL, "-I", self.iface]
+
+    def login(self, export: dict, password: str | None = None) -> None:
+        node = self._node(export)
+        sh(*node, "-o", "new")
+        settings = {
+            "node.session.auth.authmethod": "CHAP",
+            "node.session.auth.username": export["auth_username"],
+            "node.session.auth.password": password or export["auth_password"],
+        }
+        for name, value in settings.items():
+            sh(*node, "-o", "update", "-n", name, "-v", value)
+        result = subprocess.run([*node, "--login"], capture_output=True, text=True,
+                                timeout=LOGIN_TIMEOUT_S)  # fmt: skip
+        if result.returncode != 0:
+            sh(*node, "-o", "delete", check=False)
+            raise PermissionError(f"login refused: {result.stderr.strip()[-300:]}")
+
+    def logout(self, export: dict) -> None:
+        sh(*self._node(export), "--logout", check=False)
+        sh(*self._node(export), "-o", "delete", check=False)
+
+    @staticmethod
+    def device(export: dict) -> str:
+        link = Path(f"/dev/disk/by-path/ip-{PORTAL}-iscsi-{export['target_iqn']}-lun-"
+                    f"{export['target_lun']}")  # fmt: skip
+        deadline = time.monotonic() + DEVICE_WAIT_S
+        while not link.exists():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{link} did not appear")
+            sh("udevadm", "settle", "-t", "5", check=False)
+            time.sleep(0.2)
+        return os.path.realpath(link)
+
+    @staticmethod
+    def rescan(export: dict) -> None:
+        sh("iscsiadm", "-m", "node", "-T", export["target_iqn"], "-p", PORTAL, "--rescan")
+
+
+def write(device: str, data: bytes, offset: int = 0) -> None:
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(device: str, length: int, offset: int = 0) -> bytes:
+    """O_DIRECT read (dd): what the target returns, not the initiator's page cache."""
+    out = subprocess.run(
+        ["dd", f"if={device}", "bs=1M", f"count={length // MiB}", f"skip={offset // MiB}",
+         "iflag=direct", "status=none"],
+        capture_output=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    return out
+
+
+class GuestNode:
+    def __init__(self, workdir: Path):
+        self.config = {
+            "auth_mode": "dev",
+            "dev_token": DEV_TOKEN,
+            "backend": "lvm-thin",
+            "lvm_vg": VG,
+            "target": "lio",
+            "target_portals": [PORTAL],
+            "lio_save_file": str(workdir / "saveconfig.json"),
+        }
+        self.blockd = BlockdProcess(workdir, self.config)
+        self.blockd.start()
+        self.api = BlockdClient(self.blockd.url)
+        self.iscsi = Iscsiadm()
+
+    def restart_blockd(self) -> None:
+        self.blockd.stop()
+        self.blockd.start()
+        self.api = BlockdClient(self.blockd.url)
+
+    def create_volume(self, size_gib: int = 1, **extra) -> dict:
+        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
+        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
+
+    def export(self, volume_id: str, initiator: str | None = None) -> dict:
+        path = f"/v1/volumes/{volume_id}/exports/{initiator or own_initiator()}"
+        return self.api.ok("PUT", path)["export"]
+
+    def attach(self, volume_id: str) -> tuple[dict, str]:
+        export = self.export(volume_id)
+        self.iscsi.login(export)
+        return export, self.iscsi.device(export)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    for module in MODULES:
+        sh("modprobe", module)
+    sh("pvcreate", "-qy", DISKS[0])
+    sh("vgcreate", "-q", VG, DISKS[0])  # the pool is blockd's to create (as Cinder's driver does)
+    sh("iscsid")
+    guest = None
+    try:
+        guest = GuestNode(tmp_path_factory.mktemp("blockd-guest"))
+        yield guest
+    finally:
+        sh("iscsiadm", "-m", "node", "--logoutall=all", check=False)
+        if guest is not None:
+            guest.blockd.stop()
+            print(guest.blockd.log_tail(40))
+
+
+def test_blockd_made_the_thin_pool_and_reports_it(node):
+    stats = node.api.ok("GET", "/v1/stats")
+    assert stats["thin_provisioning_support"] is True
+    assert 7 < stats["total_capacity_gb"] < 8  # 95% of an 8 GiB VG
+    lvs = sh("lvs", "--noheadings", "-o", "lv_attr", f"{VG}/{VG}-pool").stdout.strip()
+    assert lvs.startswith("t")  # a thin pool
+
+
+def test_snapshot_then_clone_reads_back_the_snapshot_time_data_on_dev_sdx(node):
+    volume = node.create_volume(1)
+    export, device = node.attach(volume["id"])
+    assert export["target_lun"] == 0  # LIO puts the volume at LUN 0
+    before, after = os.urandom(DATA_BYTES), os.urandom(DATA_BYTES)
+    write(device, before)
+    snapshot = node.api.ok("POST", "/v1/snapshots", {"volume_id": volume["id"]}, status=201)
+    write(device, after)
+    clone = node.create_volume(2, snapshot_id=snapshot["snapshot"]["id"])
+    _, clone_device = node.attach(clone["id"])
+    assert read(clone_device, DATA_BYTES) == before
+    assert read(device, DATA_BYTES) == after
+    assert int(sh("blockdev", "--getsize64", clone_device).stdout) == 2 * GiB
+    lv = f"/dev/{VG}/{volume['name']}"
+    assert read(lv, DATA_BYTES) == after  # the iSCSI write reached the thin LV
+
+
+def test_wrong_chap_and_unlisted_initiator_are_rejected(node):
+    volume = node.create_volume(1)
+    export = node.export(volume["id"])
+    with pytest.raises(PermissionError):
+        node.iscsi.login(export, password="wrong-secret-123")
+    sh("iscsiadm", "-m", "iface", "-I", "stranger", "-o", "new")
+    sh("iscsiadm", "-m", "iface", "-I", "stranger", "-o", "update",
+       "-n", "iface.initiatorname", "-v", OTHER_INITIATOR)  # fmt: skip
+    stranger = Iscsiadm("stranger")
+    with pytest.raises(PermissionError):
+        stranger.login(export)  # the right CHAP secret, but no ACL for this IQN
+    node.iscsi.login(export)
+    node.iscsi.device(export)
+    node.iscsi.logout(export)
+
+
+def test_online_extend_is_seen_by_the_initiator(node):
+    volume = node.create_volume(1)
+    export, device = node.attach(volume["id"])
+    data = os.urandom(DATA_BYTES)
+    write(device, data)
+    node.api.ok("POST", f"/v1/volumes/{volume['id']}/extend", {"size_gib": 2})
+    node.iscsi.rescan(export)
+    deadline = time.monotonic() + DEVICE_WAIT_S
+    while int(sh("blockdev", "--getsize64", device).stdout) != 2 * GiB:
+        assert time.monotonic() < deadline, "the initiator never saw the new size"
+        time.sleep(0.2)
+    tail = os.urandom(MiB)
+    write(device, tail, offset=GiB + 8 * MiB)
+    assert read(device, MiB, offset=GiB + 8 * MiB) == tail
+    assert read(device, DATA_BYTES) == data
+
+
+def test_revert_a_thin_volume_to_its_snapshot(node):
+    volume = node.create_volume(1)
+    lv = node.api.ok("GET", f"/v1/volumes/{volume['id']}")  # exists
+    path = f"/dev/{VG}/{lv['volume']['name']}"
+    old = os.urandom(DATA_BYTES)
+    sh("lvchange", "-ay", f"{VG}/{volume['name']}")
+    write(path, old)
+    snapshot = node.api.ok("POST", "/v1/snapshots", {"volume_id": volume["id"]}, status=201)
+    write(path, os.urandom(DATA_BYTES))
+    node.api.ok("POST", f"/v1/volumes/{volume['id']}/revert",
+                {"snapshot_id": snapshot["snapshot"]["id"]})  # fmt: skip
+    assert read(path, DATA_BYTES) == old
+    snapshots = node.api.ok("GET", f"/v1/snapshots?volume_id={volume['id']}")["snapshots"]
+    assert [s["id"] for s in snapshots] == [snapshot["snapshot"]["id"]]
+
+
+def test_export_survives_blockd_restart_and_a_lost_lio_config(node):
+    volume = node.create_volume(1)
+    export, device = node.attach(volume["id"])
+    data = os.urandom(DATA_BYTES)
+    write(device, data)
+    node.restart_blockd()
+    assert read(device, DATA_BYTES) == data  # the session never noticed
+    assert node.export(volume["id"]) == export  # same CHAP pair after the restart
+
+    sh("iscsiadm", "-m", "node", "--logoutall=all")
+    node.blockd.stop()  # a reboot: the kernel forgets LIO's configuration
+    sh("python3", "-c", "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)")
+    assert not list(Path("/sys/kernel/config/target/iscsi").glob("iqn.*"))
+    node.blockd.start()
+    node.api = BlockdClient(node.blockd.url)
+    node.iscsi.login(export)
+    assert read(node.iscsi.device(export), DATA_BYTES) == data
