@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,8 @@ START_TIMEOUT_S = 30.0  # blockd starts in ~1 s; tgtd in ~0.1 s; generous for a 
 COMMAND_TIMEOUT_S = 120.0
 ISCSI_TIMEOUT_S = 60.0  # one qemu-io run: login + a few MiB over loopback
 DEV_TOKEN = "test-dev-token-0123456789"
+INITIATOR = "iqn.2024-01.org.example:compute-1"
+OTHER_INITIATOR = "iqn.2024-01.org.example:compute-2"
 
 
 def require(*commands: str) -> None:
@@ -221,11 +224,14 @@ class BlockdClient:
         self.token = token
 
     def call(self, method: str, path: str, body=None, token: str | None = ""):
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        data = json.dumps(body).encode() if body is not None else None
+        return self.raw(method, path, data, token=token)
+
+    def raw(self, method: str, path: str, data: bytes | None, token: str | None = ""):
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         chosen = self.token if token == "" else token
         if chosen is not None:
             headers["X-Auth-Token"] = chosen
-        data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT_S) as response:
@@ -304,3 +310,56 @@ class Initiator:
         )
         out = run("iscsi-readcapacity16", "-i", self.iqn, url, timeout=ISCSI_TIMEOUT_S).stdout
         return int(out.split("Total size:")[1].split()[0])
+
+
+class Node:
+    """One block node on the host: XFS (reflink) + a private tgtd + blockd, with an API client
+    and an initiator (:data:`INITIATOR`) to test it."""
+
+    def __init__(self, mount: Path, tgtd: Tgtd, workdir: Path):
+        self.mount = mount
+        self.tgtd = tgtd
+        self.workdir = workdir
+        self.config = {
+            "auth_mode": "dev",
+            "dev_token": DEV_TOKEN,
+            "backend": "reflink",
+            "reflink_dir": str(mount / "volumes"),
+            "target": "tgt",
+            "target_portals": [tgtd.portal],
+            "tgt_conf_dir": str(workdir / "tgt-conf"),
+            "tgt_control_port": tgtd.control_port,
+        }
+        self.blockd = BlockdProcess(workdir, self.config)
+        self.blockd.start()
+        self.api = BlockdClient(self.blockd.url)
+        self.initiator = Initiator(INITIATOR, workdir)
+
+    def restart_blockd(self) -> None:
+        self.blockd.stop()
+        self.blockd.start()
+        self.api = BlockdClient(self.blockd.url)
+
+    def create_volume(self, size_gib: int = 1, **extra) -> dict:
+        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
+        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
+
+    def export(self, volume_id: str, initiator: str = INITIATOR) -> dict:
+        return self.api.ok("PUT", f"/v1/volumes/{volume_id}/exports/{initiator}")["export"]
+
+
+@contextlib.contextmanager
+def host_node(workdir: Path) -> Iterator[Node]:
+    """A :class:`Node` for the duration of the block; everything started is stopped after."""
+    require("tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-readcapacity16", "mkfs.xfs", "losetup")
+    with xfs_mount() as mount:
+        tgtd = Tgtd(workdir)
+        tgtd.start()
+        node = None
+        try:
+            node = Node(mount, tgtd, workdir)
+            yield node
+        finally:
+            if node is not None:
+                node.blockd.stop()
+            tgtd.stop()

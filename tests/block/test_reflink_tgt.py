@@ -11,77 +11,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import (
-    DEV_TOKEN,
-    BlockdClient,
-    BlockdProcess,
-    Initiator,
-    Tgtd,
-    require,
-    xfs_mount,
-)
+from tests.block.support import INITIATOR, OTHER_INITIATOR, Initiator
 
 pytestmark = [pytest.mark.root]
 
-INITIATOR = "iqn.2024-01.org.example:compute-1"
-OTHER_INITIATOR = "iqn.2024-01.org.example:compute-2"
 DATA_BYTES = 4 * MiB
-
-
-class Node:
-    """One block node: XFS + tgtd + blockd, and the client and initiator that test it."""
-
-    def __init__(self, mount, tgtd: Tgtd, workdir):
-        self.mount = mount
-        self.tgtd = tgtd
-        self.config = {
-            "auth_mode": "dev",
-            "dev_token": DEV_TOKEN,
-            "backend": "reflink",
-            "reflink_dir": str(mount / "volumes"),
-            "target": "tgt",
-            "target_portals": [tgtd.portal],
-            "tgt_conf_dir": str(workdir / "tgt-conf"),
-            "tgt_control_port": tgtd.control_port,
-        }
-        self.blockd = BlockdProcess(workdir, self.config)
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-        self.initiator = Initiator(INITIATOR, workdir)
-
-    def restart_blockd(self) -> None:
-        self.blockd.stop()
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-
-    def create_volume(self, size_gib: int = 1, **extra) -> dict:
-        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
-        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
-
-    def export(self, volume_id: str, initiator: str = INITIATOR) -> dict:
-        return self.api.ok("PUT", f"/v1/volumes/{volume_id}/exports/{initiator}")["export"]
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    require("tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-readcapacity16", "mkfs.xfs", "losetup")
-    workdir = tmp_path_factory.mktemp("blockd-host")
-    with xfs_mount() as mount:
-        tgtd = Tgtd(workdir)
-        tgtd.start()
-        node = None
-        try:
-            node = Node(mount, tgtd, workdir)
-            yield node
-        finally:
-            if node is not None:
-                node.blockd.stop()
-            tgtd.stop()
 
 
 def test_snapshot_then_clone_reads_back_the_snapshot_time_data_over_iscsi(node):
