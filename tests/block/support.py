@@ -349,10 +349,10 @@ class Node:
 
 
 @contextlib.contextmanager
-def host_node(workdir: Path) -> Iterator[Node]:
+def host_node(workdir: Path, xfs_size: str = "8G") -> Iterator[Node]:
     """A :class:`Node` for the duration of the block; everything started is stopped after."""
     require("tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-readcapacity16", "mkfs.xfs", "losetup")
-    with xfs_mount() as mount:
+    with xfs_mount(xfs_size) as mount:
         tgtd = Tgtd(workdir)
         tgtd.start()
         node = None
