@@ -1,0 +1,273 @@
+"""SQLite databases of containers and accounts: opening, creating, running work on them, group
+commit, and timestamped metadata.
+
+Public: :class:`Brokers`, :class:`DatabaseMissing`, :func:`create_database`,
+:func:`update_metadata`, :func:`visible_metadata`, :data:`ZERO`.
+
+One database per container and per account, in WAL mode (readers never block the writer), at
+``<device>/{containers,accounts}/<partition>/<suffix>/<hash>/<hash>.db``.
+
+Threads: every operation on a database is a plain function ``f(connection, *args)`` that runs on
+the device's disk threads (``Devices.run``), holding that database's lock, so one connection is
+used by one thread at a time and the event loop never waits on SQLite. Connections are kept open
+in an LRU of ``DB_CONNECTIONS_MAX``. Other processes (workers, the replicator) are serialised by
+SQLite's own locks (``busy_timeout``).
+
+Group commit: row updates (one per object PUT or DELETE) for the same database are queued and
+merged in one transaction by :meth:`Brokers.merge`; while a commit is in flight the next updates
+gather behind it (a batch is bounded by the requests waiting on it). Under load many updates
+share one fsync, which is what Swift's ``.pending`` files achieve, without a second file format.
+
+Creation is atomic: a new database is built in ``<device>/tmp`` and linked into place, so a
+half-created database is never visible; two concurrent creators both succeed, one of them wins.
+
+Metadata: ``{name: [value, timestamp]}`` as JSON, merged per key by timestamp (an empty value is a
+deletion that still carries its timestamp), so replicas converge whatever the order of updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from objectd.devices import Devices
+from objectd.errors import NotFound
+from objectd.limits import DB_BUSY_TIMEOUT_S, DB_CONNECTIONS_MAX
+from shoal.timestamp import Timestamp
+
+T = TypeVar("T")
+
+ZERO = Timestamp(0).internal
+"""The timestamp of something that never happened (a container never deleted, ...)."""
+
+
+class DatabaseMissing(NotFound):
+    """The database does not exist on this device (404)."""
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    if not os.path.exists(path):
+        raise DatabaseMissing(f"no database at {path}")
+    connection = sqlite3.connect(
+        f"file:{path}?mode=rw",
+        uri=True,
+        timeout=DB_BUSY_TIMEOUT_S,
+        isolation_level=None,  # autocommit; transactions are explicit (BEGIN IMMEDIATE)
+        check_same_thread=False,  # used by one thread at a time, under the handle's lock
+    )
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    connection.execute("PRAGMA temp_store = MEMORY")
+    return connection
+
+
+class _Handle:
+    """One database: its path, its lock, its connection (opened on first use)."""
+
+    __slots__ = ("connection", "lock", "path")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.lock = threading.Lock()
+        self.connection: sqlite3.Connection | None = None
+
+    def call(self, synchronous: str, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self.lock:
+            if self.connection is None:
+                self.connection = _connect(self.path, synchronous)
+            elif not os.path.exists(self.path):  # removed under us (moved by the replicator)
+                self._close_locked()
+                raise DatabaseMissing(f"no database at {self.path}")
+            return function(self.connection, *args)
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+class _Batch:
+    __slots__ = ("futures", "items", "running")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.futures: list[asyncio.Future[None]] = []
+        self.running = False
+
+
+class Brokers:
+    """The open databases of this process and the way to run work on them."""
+
+    def __init__(self, devices: Devices, *, synchronous: str):
+        self.devices = devices
+        self.synchronous = synchronous
+        self._handles: collections.OrderedDict[str, _Handle] = collections.OrderedDict()
+        self._batches: dict[str, _Batch] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()  # background work, referenced until done
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _handle(self, device: str, path: str) -> _Handle:
+        handle = self._handles.get(path)
+        if handle is not None:
+            self._handles.move_to_end(path)
+            return handle
+        handle = self._handles[path] = _Handle(path)
+        if len(self._handles) > DB_CONNECTIONS_MAX:
+            _, evicted = self._handles.popitem(last=False)
+            # closed on a disk thread: it may have to wait for a thread still using it
+            self._spawn(self.devices.run(device, evicted.close))
+        return handle
+
+    async def run(self, device: str, path: str, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(connection, *args)`` on the database at ``path`` (on a disk thread).
+
+        Raises:
+            DatabaseMissing: there is no database at ``path``.
+        """
+        handle = self._handle(device, path)
+        try:
+            return await self.devices.run(device, handle.call, self.synchronous, function, args)
+        except DatabaseMissing:
+            if self._handles.get(path) is handle:
+                del self._handles[path]
+            raise
+
+    async def merge(
+        self,
+        device: str,
+        path: str,
+        function: Callable[[sqlite3.Connection, list[Any]], None],
+        items: list[Any],
+    ) -> None:
+        """Merge ``items`` with ``function(connection, items)``, sharing a transaction with the
+        other merges queued for the same database (group commit). Returns once committed."""
+        batch = self._batches.get(path)
+        if batch is None:
+            batch = self._batches[path] = _Batch()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        batch.items.extend(items)
+        batch.futures.append(future)
+        if not batch.running:
+            batch.running = True
+            self._spawn(self._drain(device, path, function, batch))
+        await future
+
+    async def _drain(
+        self,
+        device: str,
+        path: str,
+        function: Callable[[sqlite3.Connection, list[Any]], None],
+        batch: _Batch,
+    ) -> None:
+        try:
+            while batch.futures:  # each pass commits what queued behind the previous commit
+                items, futures = batch.items, batch.futures
+                batch.items, batch.futures = [], []
+                try:
+                    await self.run(device, path, function, items)
+                except Exception as exc:
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            batch.running = False
+            if not batch.futures and self._batches.get(path) is batch:
+                del self._batches[path]
+
+    async def close(self) -> None:
+        handles = list(self._handles.values())
+        self._handles.clear()
+        for handle in handles:
+            await asyncio.to_thread(handle.close)
+
+
+# --- creation -------------------------------------------------------------------------------------
+def create_database(
+    devices: Devices,
+    device: str,
+    path: str,
+    schema: str,
+    initialize: Callable[[sqlite3.Connection], None],
+) -> bool:
+    """Create the database at ``path`` atomically (blocking); False if it already existed.
+
+    Built in ``<device>/tmp``, committed and closed, then hard-linked into place (a link never
+    replaces an existing file, so a concurrent creator's database is never overwritten).
+    """
+    devices.check(device)
+    if os.path.exists(path):
+        return False
+    tmp_dir = devices.layout.tmp_dir(device)
+    devices.io.makedirs(tmp_dir)
+    tmp_path = os.path.join(tmp_dir, f"{uuid.uuid4().hex}.db")
+    try:
+        connection = sqlite3.connect(tmp_path, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.executescript("BEGIN;" + schema + "COMMIT;")
+            connection.execute("BEGIN IMMEDIATE")
+            initialize(connection)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()  # checkpoints the WAL into the file and fsyncs it
+        created = devices.io.makedirs(os.path.dirname(path))
+        try:
+            os.link(tmp_path, path)
+        except FileExistsError:
+            return False
+        devices.io.fsync_dir(os.path.dirname(path))
+        for created_dir in reversed(created):
+            devices.io.fsync_dir(os.path.dirname(created_dir))
+        return True
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(tmp_path + suffix)
+            except FileNotFoundError:
+                pass
+
+
+# --- metadata -------------------------------------------------------------------------------------
+def update_metadata(current: str, updates: dict[str, str], timestamp: Timestamp) -> str:
+    """Merge ``updates`` (header → value, ``""`` deletes) stamped ``timestamp`` into the JSON."""
+    metadata: dict[str, list[str]] = json.loads(current or "{}")
+    stamp = timestamp.internal
+    for key, value in updates.items():
+        existing = metadata.get(key)
+        if existing is None or stamp > existing[1]:
+            metadata[key] = [value, stamp]
+    return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+
+
+def merge_metadata_json(current: str, incoming: str) -> str:
+    """Merge two metadata JSON documents key by key, newest timestamp winning (replication)."""
+    metadata: dict[str, list[str]] = json.loads(current or "{}")
+    for key, (value, stamp) in json.loads(incoming or "{}").items():
+        existing = metadata.get(key)
+        if existing is None or (stamp, value) > (existing[1], existing[0]):
+            metadata[key] = [value, stamp]
+    return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+
+
+def visible_metadata(current: str) -> dict[str, str]:
+    """The metadata to return as headers: deleted (empty) values hidden."""
+    return {key: value for key, (value, _) in json.loads(current or "{}").items() if value != ""}

@@ -1,0 +1,73 @@
+"""HTTP pieces shared by the container and account servers: metadata headers, listings,
+REPLICATE bodies.
+
+Public: :func:`metadata_updates`, :func:`listing_response`, :func:`read_json_body`,
+:data:`CONTAINER_META`, :data:`ACCOUNT_META`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from objectd.errors import BadRequest
+from objectd.limits import METADATA_BYTES_MAX
+
+CONTAINER_META = (
+    ("x-container-meta-", "x-container-sysmeta-"),
+    frozenset(
+        {
+            "x-container-read",
+            "x-container-write",
+            "x-container-sync-key",
+            "x-container-sync-to",
+            "x-versions-location",
+            "x-history-location",
+        }
+    ),
+)
+ACCOUNT_META = (("x-account-meta-", "x-account-sysmeta-"), frozenset())
+
+
+def metadata_updates(
+    headers: Mapping[str, str], kind: tuple[tuple[str, ...], frozenset[str]]
+) -> dict[str, str]:
+    """The metadata headers of a request (title-cased); an empty value deletes the key.
+
+    ``X-Remove-Container-Meta-Foo`` (and the account form) also deletes, as in Swift.
+    """
+    prefixes, extra = kind
+    updates: dict[str, str] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith(prefixes) or lower in extra:
+            updates[key.title()] = value
+        elif lower.startswith("x-remove-"):
+            target = "x-" + lower[len("x-remove-") :]
+            if target.startswith(prefixes) or target in extra:
+                updates[("X-" + key[len("x-remove-") :]).title()] = ""
+    return updates
+
+
+def listing_response(items: list[dict], headers: dict[str, str]) -> web.Response:
+    """A JSON listing (200, ``[]`` when empty): what the proxy asks for."""
+    body = json.dumps(items, ensure_ascii=False).encode("utf-8")
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    return web.Response(body=body, headers=headers)
+
+
+async def read_json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body of a REPLICATE request (bounded). Raises BadRequest."""
+    if request.content_length is not None and request.content_length > 64 * METADATA_BYTES_MAX:
+        raise BadRequest("REPLICATE body too large")
+    try:
+        body = await request.content.read(64 * METADATA_BYTES_MAX + 1)
+        data = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"REPLICATE body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("op"), str):
+        raise BadRequest('REPLICATE body must be {"op": ...}')
+    return data

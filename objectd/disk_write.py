@@ -1,0 +1,285 @@
+"""Writing objects durably: temp file → write → fsync → link into place → fsync directories.
+
+Public: :class:`ObjectWriter`, :func:`put_small`, :func:`write_marker`, :class:`TempFile`,
+:func:`link_into`.
+
+All functions here block and run on the device's threads (``Devices.run``).
+
+The durable write path, and why each step is there:
+
+1. **Temp file on the same device.** ``O_TMPFILE`` in ``<device>/tmp``: an unnamed inode that the
+   kernel frees if we crash, so an interrupted PUT leaves *nothing* behind, not even a temp name.
+   Filesystems without ``O_TMPFILE`` get a named ``<device>/tmp/<uuid>.tmp`` instead (removed on
+   abort; a crash can leave one there, never inside ``objects/``).
+2. **Space first.** ``fstatvfs`` against ``fallocate_reserve`` (507 when the write would break it),
+   and ``fallocate`` for bodies larger than one hop, so ENOSPC comes before the data, not after.
+3. **Stream and hash.** Body buffers are written and MD5-hashed on the disk thread; the ETag and
+   size are checked against what the client announced (422 / 499) before anything is visible.
+4. **Trailer, then fsync.** The metadata trailer is appended and the file fsynced: body and
+   metadata are now durable together (``objectd.metadata``).
+5. **Newest wins.** The hash directory is listed; if it already holds a ``.data`` or ``.ts`` as new
+   as ours, the write is refused with 409 and the newer file stays.
+6. **Link into place, fsync the directory.** ``linkat`` (or ``rename``) to ``<timestamp>.data`` is
+   the single moment the object becomes visible; the directory fsync makes that name durable, and
+   every directory created on the way has its parent fsynced too.
+7. **Clean up.** Files made obsolete by the new one (older ``.data``/``.ts``/``.meta``) are removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+
+from objectd.devices import Devices
+from objectd.disk_read import ObjectState, read_state
+from objectd.errors import (
+    ClientDisconnect,
+    Conflict,
+    EtagMismatch,
+    InvariantViolation,
+    PreconditionFailed,
+)
+from objectd.limits import SMALL_BODY_BYTES_MAX
+from objectd.metadata import DATA, OnDiskFiles, choose_files, encode_trailer, parse_file_name
+from shoal.timestamp import Timestamp
+
+_NO_TMPFILE_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+
+
+class TempFile:
+    """An open temp file on a device: unnamed (O_TMPFILE) or named in ``<device>/tmp``."""
+
+    __slots__ = ("devices", "fd", "path")
+
+    def __init__(self, devices: Devices, device: str):
+        self.devices = devices
+        self.path: str | None = None
+        tmp_dir = devices.layout.tmp_dir(device)
+        if device not in devices.no_tmpfile:
+            try:
+                self.fd = self._open_unnamed(tmp_dir)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE_ERRNOS:
+                    raise
+                devices.no_tmpfile.add(device)
+        self.path = os.path.join(tmp_dir, f"{uuid.uuid4().hex}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            self.fd = devices.io.open(self.path, flags)
+        except FileNotFoundError:
+            devices.io.makedirs(tmp_dir)
+            self.fd = devices.io.open(self.path, flags)
+
+    def _open_unnamed(self, tmp_dir: str) -> int:
+        try:
+            return self.devices.io.open_tmpfile(tmp_dir)
+        except FileNotFoundError:
+            self.devices.io.makedirs(tmp_dir)
+            return self.devices.io.open_tmpfile(tmp_dir)
+
+    def publish(self, directory: str, directory_fd: int, name: str) -> None:
+        """Give the file its final name (raises FileExistsError if a file has it already)."""
+        if self.path is None:
+            self.devices.io.link_fd(self.fd, directory_fd, name)
+        else:
+            target = os.path.join(directory, name)
+            if os.path.exists(target):
+                raise FileExistsError(errno.EEXIST, "exists", target)
+            self.devices.io.rename(self.path, target)
+            self.path = None
+
+    def close(self) -> None:
+        """Close; a named temp file that was not published is removed."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.path is not None:
+            try:
+                self.devices.io.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
+def _refuse_older(files: OnDiskFiles, timestamp: Timestamp, if_none_match_star: bool) -> None:
+    if files.state_timestamp is not None and files.state_timestamp >= timestamp:
+        raise Conflict(timestamp=files.state_timestamp)
+    if if_none_match_star and files.data is not None:
+        raise PreconditionFailed("If-None-Match: * and the object exists")
+
+
+def link_into(devices: Devices, temp: TempFile, directory: str, name: str) -> None:
+    """Make ``temp`` durable as ``directory/name``: create missing directories, link, fsync the
+    directory and the parent of every directory created (raises FileExistsError if taken)."""
+    io = devices.io
+    created = io.makedirs(directory)
+    directory_fd = io.open_dir(directory)
+    try:
+        temp.publish(directory, directory_fd, name)
+        io.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+    for created_dir in reversed(created):
+        io.fsync_dir(os.path.dirname(created_dir))
+
+
+def _publish(
+    devices: Devices, temp: TempFile, hash_dir: str, name: str, names_before: list[str]
+) -> None:
+    """Link ``temp`` as ``hash_dir/name`` durably, then remove the files it made obsolete."""
+    io = devices.io
+    try:
+        link_into(devices, temp, hash_dir, name)
+    except FileExistsError:
+        parsed = parse_file_name(name)
+        raise Conflict(timestamp=parsed[0] if parsed else None) from None
+    for obsolete in choose_files([*names_before, name]).obsolete:
+        try:
+            io.unlink(os.path.join(hash_dir, obsolete))
+        except FileNotFoundError:
+            pass
+
+
+def _list(devices: Devices, hash_dir: str) -> list[str]:
+    try:
+        return devices.io.listdir(hash_dir)
+    except FileNotFoundError:
+        return []
+
+
+class ObjectWriter:
+    """One PUT: :meth:`open`, then :meth:`write` any number of times, then :meth:`commit` or
+    :meth:`abort`. Each call blocks and runs on the device's threads, one call at a time."""
+
+    def __init__(self, devices: Devices, device: str, hash_dir: str, expected_bytes: int | None):
+        self.devices = devices
+        self.device = device
+        self.hash_dir = hash_dir
+        self.expected_bytes = expected_bytes
+        self.bytes_written = 0
+        self._md5 = hashlib.md5()
+        self._temp: TempFile | None = None
+
+    def open(self, timestamp: Timestamp, if_none_match_star: bool, *, precheck: bool) -> None:
+        """Check the device and space (and, with ``precheck``, the timestamp); open the temp file.
+
+        Raises:
+            DeviceUnavailable, DiskFull, Conflict, PreconditionFailed.
+        """
+        self.devices.check(self.device)
+        if precheck:
+            _refuse_older(
+                choose_files(_list(self.devices, self.hash_dir)), timestamp, if_none_match_star
+            )
+        self._temp = TempFile(self.devices, self.device)
+        try:
+            announced = self.expected_bytes or 0
+            self.devices.check_space(self._temp.fd, announced)
+            if announced > SMALL_BODY_BYTES_MAX:
+                self.devices.io.fallocate(self._temp.fd, announced)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, data: bytes | bytearray) -> None:
+        assert self._temp is not None, "write before open"
+        self.devices.io.write(self._temp.fd, data)
+        self._md5.update(data)
+        self.bytes_written += len(data)
+
+    def commit(
+        self,
+        last: bytes | bytearray,
+        metadata: dict[str, str],
+        timestamp: Timestamp,
+        client_etag: str | None,
+        if_none_match_star: bool,
+    ) -> str:
+        """Write ``last``, check size and ETag, make the object durable and visible; return the
+        ETag. On any error the temp file is gone and nothing is visible.
+
+        Raises:
+            ClientDisconnect, EtagMismatch, Conflict, PreconditionFailed, DiskFull, OSError.
+        """
+        assert self._temp is not None, "commit before open"
+        try:
+            if last:
+                self.write(last)
+            etag = self._check_body(client_etag)
+            metadata["ETag"] = etag
+            metadata["Content-Length"] = str(self.bytes_written)
+            self.devices.io.write(self._temp.fd, encode_trailer(metadata, self.bytes_written))
+            self.devices.io.fsync(self._temp.fd)
+            names = _list(self.devices, self.hash_dir)
+            _refuse_older(choose_files(names), timestamp, if_none_match_star)
+            _publish(self.devices, self._temp, self.hash_dir, timestamp.internal + DATA, names)
+            return etag
+        finally:
+            self.abort()
+
+    def _check_body(self, client_etag: str | None) -> str:
+        if self.expected_bytes is not None and self.bytes_written != self.expected_bytes:
+            if self.bytes_written < self.expected_bytes:
+                raise ClientDisconnect(f"got {self.bytes_written} of {self.expected_bytes} bytes")
+            raise InvariantViolation(
+                f"wrote {self.bytes_written} bytes, more than the {self.expected_bytes} announced"
+            )
+        etag = self._md5.hexdigest()
+        if client_etag is not None and client_etag != etag:
+            raise EtagMismatch(f"body MD5 is {etag}, client sent {client_etag}")
+        return etag
+
+    def abort(self) -> None:
+        """Drop the temp file (idempotent)."""
+        if self._temp is not None:
+            self._temp.close()
+            self._temp = None
+
+
+def put_small(
+    writer: ObjectWriter,
+    body: bytes,
+    metadata: dict[str, str],
+    timestamp: Timestamp,
+    client_etag: str | None,
+    if_none_match_star: bool,
+) -> str:
+    """A whole small PUT in one thread hop: open, write, fsync, link, fsync dirs, clean up."""
+    writer.open(timestamp, if_none_match_star, precheck=False)
+    return writer.commit(body, metadata, timestamp, client_etag, if_none_match_star)
+
+
+def write_marker(
+    devices: Devices,
+    device: str,
+    policy_index: int,
+    hash_dir: str,
+    allowed: frozenset[str],
+    extension: str,
+    metadata: dict[str, str],
+    timestamp: Timestamp,
+    decide: Callable[[ObjectState], None],
+) -> ObjectState:
+    """Write a ``.ts`` (DELETE) or ``.meta`` (POST) after ``decide`` accepts the current state.
+
+    ``decide`` sees the state before the write and raises to refuse it (409, 404, 412). Returns
+    that state, so the caller can tell whether there was an object.
+    """
+    state = read_state(devices, device, policy_index, hash_dir, allowed)
+    decide(state)
+    temp = TempFile(devices, device)
+    try:
+        devices.io.write(temp.fd, encode_trailer(metadata, 0))
+        devices.io.fsync(temp.fd)
+        names = _list(devices, hash_dir)
+        newest = choose_files(names).newest_timestamp
+        if newest is not None and newest >= timestamp:
+            raise Conflict(timestamp=newest)
+        _publish(devices, temp, hash_dir, timestamp.internal + extension, names)
+    finally:
+        temp.close()
+    return state

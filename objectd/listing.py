@@ -1,0 +1,162 @@
+"""Listings of containers and accounts: ``prefix``, ``delimiter``, ``marker``, ``end_marker``,
+``limit`` and ``reverse``, with Swift's exact semantics, over any sorted source of rows.
+
+Public: :class:`ListingParams`, :class:`Subdir`, :func:`list_entries`, :func:`prefix_upper`,
+:data:`Fetch`.
+
+The algorithm is independent of SQLite: it asks a ``fetch`` function for rows in a name range,
+in order, a page at a time, so the same code lists containers and accounts, and tests can check
+it against a plain in-memory model. Semantics (Swift's ``list_objects_iter``):
+
+- only names starting with ``prefix``; ``marker`` < name < ``end_marker`` (both exclusive);
+  with ``reverse`` the order is descending and the roles swap: names < ``marker`` and
+  > ``end_marker``, so that paging backwards works with the same markers;
+- with ``delimiter``, a name with the delimiter after the prefix is folded into one
+  ``subdir`` entry ``prefix + ... + delimiter``, listed once, at its sort position; a subdir equal
+  to the lower paging bound (``marker``, or ``end_marker`` when reversed) is not repeated;
+- at most ``limit`` entries (rows and subdirs together).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from objectd.errors import PreconditionFailed
+from objectd.limits import LISTING_LIMIT_MAX
+
+Row = Sequence[Any]  # row[0] is the name
+Fetch = Callable[[str | None, bool, str | None, bool, int], list[Row]]
+"""``fetch(lower, lower_inclusive, upper, descending, count)``: up to ``count`` rows with
+``lower <(=) name < upper`` (None: unbounded), ascending or descending by name."""
+
+_DELIMITER_CODEPOINT_MAX = 254  # Swift's: the next code point must still be one character
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Subdir:
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListingParams:
+    prefix: str = ""
+    delimiter: str = ""
+    marker: str = ""
+    end_marker: str = ""
+    limit: int = LISTING_LIMIT_MAX
+    reverse: bool = False
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> ListingParams:
+        """Parse and check listing parameters. Raises PreconditionFailed (412) as Swift does."""
+        limit_text = query.get("limit", "")
+        limit = LISTING_LIMIT_MAX
+        if limit_text:
+            if not limit_text.lstrip("-").isdigit():
+                raise PreconditionFailed(f"bad limit {limit_text!r}")
+            limit = int(limit_text)
+            if limit < 0 or limit > LISTING_LIMIT_MAX:
+                raise PreconditionFailed(f"Maximum limit is {LISTING_LIMIT_MAX}")
+        delimiter = query.get("delimiter", "")
+        if delimiter and (len(delimiter) > 1 or ord(delimiter) > _DELIMITER_CODEPOINT_MAX):
+            raise PreconditionFailed("Bad delimiter")
+        reverse = query.get("reverse", "").lower() in ("1", "true", "yes", "on", "t", "y")
+        return cls(
+            prefix=query.get("prefix", ""),
+            delimiter=delimiter,
+            marker=query.get("marker", ""),
+            end_marker=query.get("end_marker", ""),
+            limit=limit,
+            reverse=reverse,
+        )
+
+
+def _successor(char: str) -> str:
+    code = ord(char) + 1
+    if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip to the next real character
+        code = 0xE000
+    return chr(code)
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The least string greater than every string that starts with ``prefix`` (None: none)."""
+    while prefix and ord(prefix[-1]) == 0x10FFFF:
+        prefix = prefix[:-1]
+    if not prefix:
+        return None
+    return prefix[:-1] + _successor(prefix[-1])
+
+
+def _min_upper(first: str | None, second: str | None) -> str | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
+
+
+def list_entries(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
+    """The listing for ``params``; rows come from ``fetch``, in pages."""
+    if params.limit == 0:
+        return []
+    if params.reverse:
+        return _list_descending(params, fetch)
+    return _list_ascending(params, fetch)
+
+
+def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
+    prefix, delimiter = params.prefix, params.delimiter
+    lower, inclusive = params.marker or None, False
+    if prefix and (lower is None or prefix > lower):
+        lower, inclusive = prefix, True
+    upper = _min_upper(params.end_marker or None, prefix_upper(prefix) if prefix else None)
+    results: list[Row | Subdir] = []
+    while len(results) < params.limit:
+        wanted = params.limit - len(results)
+        rows = fetch(lower, inclusive, upper, False, wanted)
+        for row in rows:
+            name = row[0]
+            end = name.find(delimiter, len(prefix)) if delimiter else -1
+            if end >= 0:
+                subdir = name[: end + 1]
+                if subdir != params.marker:
+                    results.append(Subdir(subdir))
+                lower, inclusive = prefix_upper(subdir), True
+                break  # skip the rest of the subdir: fetch again past it
+            results.append(row)
+            lower, inclusive = name, False
+        else:
+            if len(rows) < wanted:
+                break  # the source is exhausted
+        if lower is None:
+            break
+    return results
+
+
+def _list_descending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
+    prefix, delimiter = params.prefix, params.delimiter
+    upper = _min_upper(params.marker or None, prefix_upper(prefix) if prefix else None)
+    lower, inclusive = params.end_marker or None, False
+    if prefix and (lower is None or prefix > lower):
+        lower, inclusive = prefix, True
+    results: list[Row | Subdir] = []
+    while len(results) < params.limit:
+        wanted = params.limit - len(results)
+        rows = fetch(lower, inclusive, upper, True, wanted)
+        for row in rows:
+            name = row[0]
+            end = name.find(delimiter, len(prefix)) if delimiter else -1
+            if end >= 0:
+                subdir = name[: end + 1]
+                if subdir != params.end_marker:
+                    results.append(Subdir(subdir))
+                upper = subdir  # names under the subdir are all >= it
+                break
+            results.append(row)
+            upper = name
+        else:
+            if len(rows) < wanted:
+                break
+    return results
