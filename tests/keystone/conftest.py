@@ -28,6 +28,7 @@ def doomed(keystone: Keystone) -> Iterator[KeystoneProcess]:
     """A Keystone process a test may pause or stop (an outage that spares the session's one)."""
     replica = keystone.spawn_replica()
     try:
+        keystone.issue_token("svc", auth_url=replica.auth_url)  # warm up: first request is slow
         yield replica
     finally:
         replica.stop()

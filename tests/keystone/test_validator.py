@@ -2,8 +2,8 @@
 
 Method: real tokens from the session's Keystone and from replicas (same database and keys) with
 short token lifetimes or that a test stops; cache behaviour is read from the validator's own
-counters (``stats``), never from mocks. Only the 5xx case uses a fake Keystone, named as such,
-because a real one cannot be made to answer 503 without breaking it.
+counters (``stats``), never from mocks. Failures a real Keystone cannot produce on demand (5xx,
+nonsense bodies, a renewal refused while validation works) are in test_validator_faults.py.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from shoal.keystone import (
     AuthenticationFailed,
     InvalidToken,
-    KeystoneConfig,
     KeystoneUnavailable,
     KeystoneValidator,
     ServiceCredentialsRejected,
@@ -353,14 +350,15 @@ def test_keystone_paused_then_stopped_is_unavailable_while_cached_tokens_still_w
     fresh, _ = keystone.issue_token("other")
 
     async def scenario():
-        config = keystone.keystone_config(auth_url=doomed.auth_url, timeout_s=1.0)
+        # timeout: 3 s, so that the first (real) exchange succeeds on a loaded 2-core machine
+        config = keystone.keystone_config(auth_url=doomed.auth_url, timeout_s=3.0)
         async with KeystoneValidator(config) as validator:
             await validator.validate(cached)
             doomed.pause()
             started = time.monotonic()
             with pytest.raises(KeystoneUnavailable):
                 await validator.validate(fresh)  # no answer: the timeout fires
-            assert time.monotonic() - started < 5.0
+            assert 2.9 < time.monotonic() - started < 10.0
             assert (await validator.validate(cached)).user_id == keystone.demo.user_id
             doomed.stop()
             with pytest.raises(KeystoneUnavailable):
@@ -379,54 +377,11 @@ def test_keystone_down_from_the_start_is_unavailable(keystone: Keystone):
     async def scenario():
         config = keystone.keystone_config(auth_url=f"http://127.0.0.1:{port}/v3", timeout_s=1.0)
         async with KeystoneValidator(config) as validator:
-            await validator.validate("gAAAAABwhatever")
-
-    with pytest.raises(KeystoneUnavailable):
-        run(scenario())
-
-
-class FakeKeystone:
-    """A FAKE Keystone (aiohttp, in-process): issues service tokens, then answers GET with
-    ``status`` and ``body``; a real Keystone cannot be made to fail this way on demand."""
-
-    def __init__(self, status: int, body: bytes):
-        self.status, self.body = status, body
-        self.app = web.Application()
-        self.app.router.add_post("/v3/auth/tokens", self.issue)
-        self.app.router.add_get("/v3/auth/tokens", self.validate)
-
-    async def issue(self, request: web.Request) -> web.Response:
-        expires = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() + 3600))
-        doc = {"token": {"expires_at": expires}}
-        return web.json_response(doc, status=201, headers={"X-Subject-Token": "svc"})
-
-    async def validate(self, request: web.Request) -> web.Response:
-        return web.Response(status=self.status, body=self.body)
-
-
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [(503, b"Service Unavailable"), (500, b"{}"), (200, b"<html>not json"), (200, b"{}")],
-)
-def test_keystone_5xx_or_nonsense_is_unavailable_and_not_cached(status: int, body: bytes):
-    async def scenario():
-        runner = web.AppRunner(FakeKeystone(status, body).app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        config = KeystoneConfig(auth_url=f"http://127.0.0.1:{port}", username="u", password="p")
-        try:
-            async with aiohttp.ClientSession() as session:
-                validator = KeystoneValidator(config, session)
-                for _ in range(2):
-                    with pytest.raises(KeystoneUnavailable):
-                        await validator.validate("gAAAAABtoken")
-                await validator.close()
-                assert not session.closed  # a shared session belongs to the caller
-                return validator.stats
-        finally:
-            await runner.cleanup()
+            for _ in range(3):
+                with pytest.raises(KeystoneUnavailable):
+                    await validator.validate("gAAAAABwhatever")
+            return validator.stats
 
     stats = run(scenario())
-    assert stats.keystone_requests == 2 and stats.negative_cache_hits == 0
+    # after one failed fetch of the service token, the next requests fail fast for a second
+    assert stats.service_token_fetches == 1 and stats.unavailable == 3
