@@ -213,13 +213,13 @@ class TgtTarget:
 
     # --- Target protocol --------------------------------------------------------------------
     async def start(self) -> None:
-        if not self.conf_dir.is_dir():
-            return
         async with self._lock:
             try:
                 targets = await self._show()
             except CommandFailed as exc:
-                raise BackendFailure(f"tgtd is not reachable: {exc}") from None
+                raise BackendFailure(f"tgtd is not reachable (is it running?): {exc}") from None
+            if not self.conf_dir.is_dir():
+                return
             for path in sorted(self.conf_dir.glob("*" + CONF_SUFFIX)):
                 try:
                     conf = parse_conf(path.read_text())

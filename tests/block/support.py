@@ -86,11 +86,11 @@ class Tgtd:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.port = free_port()
-        self.control_port = self._free_control_port()
+        self.control_port = self.free_control_port()
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
-    def _free_control_port() -> int:
+    def free_control_port() -> int:
         for _ in range(100):
             port = random.randrange(10000, 20000)
             if not Path(f"/var/run/tgtd/socket.{port}").exists():

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import INITIATOR, BlockdClient, BlockdProcess
+from tests.block.support import INITIATOR, BlockdClient, BlockdProcess, Tgtd
 
 pytestmark = [pytest.mark.root]
 
@@ -194,3 +194,12 @@ def test_client_sees_json_even_for_unknown_methods(node):
     client = BlockdClient(node.blockd.url)
     status, data = client.call("PATCH", "/v1/volumes")
     assert status == 405 and data["error"]["code"] == 405
+
+
+def test_blockd_refuses_to_start_without_tgtd(node, tmp_path):
+    nobody = Tgtd.free_control_port()  # a control port no tgtd listens on
+    config = {**node.config, "tgt_control_port": nobody}
+    blockd = BlockdProcess(tmp_path, config)
+    with pytest.raises(RuntimeError, match="exited 1"):
+        blockd.start()
+    assert "tgtd is not reachable" in blockd.log_tail()
