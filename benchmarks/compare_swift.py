@@ -72,6 +72,7 @@ LIST_REPEATS = 3
 GET_SET_SMALL = 256  # 4 KiB objects pre-populated for the GET run
 GET_SET_LARGE = 32  # 1 MiB objects pre-populated for the GET run
 PUT_ATTEMPTS = 3  # set-up PUTs that failed (an overloaded store answers 503) are retried
+SETUP_CONCURRENCY = 16  # set-up PUTs are not measured: no need to pile up on the store
 RSS_SAMPLE_INTERVAL_S = 0.05
 START_TIMEOUT_S = 120.0  # for `shoal aio` to accept a login
 STOP_TIMEOUT_S = 20.0
@@ -165,9 +166,10 @@ async def put_objects(
     path: str,
     names: list[str],
     body: bytes,
+    concurrency: int,
     deadline: float = float("inf"),
 ) -> PutReport:
-    """PUT ``body`` under each name, LIST_CONCURRENCY at a time.
+    """PUT ``body`` under each name, ``concurrency`` at a time.
 
     No new PUT starts after ``deadline`` (time.monotonic()), so a slow store bounds the run by
     the deadline plus one request; names never tried are neither created nor failed.
@@ -192,7 +194,7 @@ async def put_objects(
                 report.failed[name] = status
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(LIST_CONCURRENCY):
+        for _ in range(concurrency):
             group.create_task(worker())
     return report
 
@@ -202,10 +204,12 @@ async def put_all(
 ) -> None:
     """Create every object (set-up, not measured): retry failures, PUT_ATTEMPTS times at most."""
     for _ in range(PUT_ATTEMPTS):
-        names = list((await put_objects(http, auth, path, names, body)).failed)
-        if not names:
+        failed = (await put_objects(http, auth, path, names, body, SETUP_CONCURRENCY)).failed
+        if not failed:
             return
-    raise RuntimeError(f"{len(names)} objects could not be created, e.g. {path}/{names[0]}")
+        names = list(failed)
+    statuses = Counter(failed.values())  # 0: no response
+    raise RuntimeError(f"{len(failed)} objects under {path} could not be created: {statuses}")
 
 
 # --- load generators ------------------------------------------------------------------------------
@@ -378,7 +382,7 @@ async def populate_listing(
         return {"list_populate_s": time.monotonic() - started}
     progress(f"populating {len(names)} zero-byte objects, {LIST_CONCURRENCY} PUTs at a time")
     deadline = started + LIST_POPULATE_TIMEOUT_S
-    populated = await put_objects(http, auth, path, names, b"", deadline=deadline)
+    populated = await put_objects(http, auth, path, names, b"", LIST_CONCURRENCY, deadline)
     if populated.failed:
         statuses = Counter(populated.failed.values())
         progress(f"{len(populated.failed)} listing PUTs failed, by status: {statuses}")

@@ -57,6 +57,11 @@ MEMCACHED_MEMORY_MB = 64  # tokens and account/container info only
 # clients; after pool_timeout (1 s) the token lookup fails and the client gets a 401. Operators
 # raise it; 64 covers the benchmarks' highest concurrency.
 MEMCACHE_CONNECTIONS_MAX = 64
+# Swift's defaults are 0.3 s to connect and 1 s to wait for a pool slot. On a CPU-starved 2-core
+# box the eventlet hub notices replies late, ten such "timeouts" error-limit the only memcached
+# for 60 s, and every token check then fails with 401. Raised so that load stays load; on an
+# idle machine these are never reached.
+MEMCACHE_TIMEOUT_S = 2.0
 # 21 Python processes import eventlet and Swift at once on 2 shared cores: ~15 s; leave slack.
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0  # SIGTERM grace per process group before SIGKILL
@@ -268,7 +273,7 @@ class SwiftAIO:
         container updates each); a listing benchmark only needs the rows. They are written the
         way Swift's container replicator writes rows (REPLICATE ``merge_items`` to each primary
         container server) and hold exactly what an object PUT's container update records: name,
-        timestamp, size 0, content type, the MD5 of the empty body, policy 0. No object data
+        timestamp, size 0, content type, the MD5 of the empty body, the container's policy. No data
         exists behind them, so GETs of these names answer 404.
 
         Raises:
@@ -334,7 +339,8 @@ class SwiftAIO:
             "user_test2_tester2 = testing2 .admin\n\n"
             f"[filter:cache]\nuse = egg:swift#memcache\n"
             f"memcache_servers = {HOST}:{memcached_port}\n"
-            f"memcache_max_connections = {MEMCACHE_CONNECTIONS_MAX}\n\n"
+            f"memcache_max_connections = {MEMCACHE_CONNECTIONS_MAX}\n"
+            f"connect_timeout = {MEMCACHE_TIMEOUT_S}\npool_timeout = {MEMCACHE_TIMEOUT_S}\n\n"
             + "".join(
                 f"[filter:{name}]\nuse = egg:swift#{name.replace('-', '_')}\n\n"
                 for name in dict.fromkeys(PROXY_PIPELINE.split())
@@ -504,6 +510,22 @@ def _build_rings_main(etc_dir: str) -> None:
         builder.get_ring().save(os.path.join(etc_dir, f"{name}.ring.gz"))
 
 
+def _container_policy_index(node: dict, partition: int, account: str, container: str) -> int:
+    """The container's storage policy, asked of one of its container servers: rows recorded under
+    another policy would be treated as misplaced and left out of the listing."""
+    import http.client
+    from urllib.parse import quote
+
+    connection = http.client.HTTPConnection(node["ip"], node["port"], timeout=60)
+    connection.request("HEAD", quote(f"/{node['device']}/{partition}/{account}/{container}"))
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    if response.status // 100 != 2:
+        sys.exit(f"HEAD {account}/{container} on port {node['port']}: {response.status}")
+    return int(response.getheader("X-Backend-Storage-Policy-Index", "0"))
+
+
 def _merge_rows_main(etc_dir: str) -> None:
     """REPLICATE merge_items the rows named in the JSON on stdin to each primary container DB."""
     import hashlib
@@ -517,12 +539,13 @@ def _merge_rows_main(etc_dir: str) -> None:
     account, container = request["account"], request["container"]
     partition, nodes = Ring(etc_dir, ring_name="container").get_nodes(account, container)
     db_hash = hash_path(account, container)
+    policy_index = _container_policy_index(nodes[0], partition, account, container)
     timestamp = Timestamp.now().internal
     rows = [
         {
             "name": name, "created_at": timestamp, "size": 0,
             "content_type": "application/octet-stream", "etag": hashlib.md5(b"").hexdigest(),
-            "deleted": 0, "storage_policy_index": 0,
+            "deleted": 0, "storage_policy_index": policy_index,
             "ctype_timestamp": timestamp, "meta_timestamp": timestamp,
         }
         for name in request["names"]
