@@ -385,3 +385,25 @@ def test_keystone_down_from_the_start_is_unavailable(keystone: Keystone):
     stats = run(scenario())
     # after one failed fetch of the service token, the next requests fail fast for a second
     assert stats.service_token_fetches == 1 and stats.unavailable == 3
+
+
+# ---------------------------------------------------------------------- other token scopes
+
+
+def test_system_and_domain_scoped_tokens_say_so(keystone: Keystone):
+    # bootstrap gives admin the admin role on the system; give it one on the Default domain
+    status, _, _ = keystone.request(
+        "PUT", f"/domains/default/users/{keystone.admin.user_id}/roles/{keystone.roles['admin']}"
+    )
+    assert status == 204
+    system_token, _ = keystone.issue_token("admin", scope={"system": {"all": True}})
+    domain_token, _ = keystone.issue_token("admin", scope={"domain": {"id": "default"}})
+
+    async def scenario():
+        async with KeystoneValidator(keystone.keystone_config()) as validator:
+            return await validator.validate(system_token), await validator.validate(domain_token)
+
+    system, domain = run(scenario())
+    assert system.scope == "system" and system.system_scoped and system.project_id is None
+    assert domain.scope == "domain" and domain.domain_id == "default" and domain.project_id is None
+    assert "admin" in system.roles and "admin" in domain.roles

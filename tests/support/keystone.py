@@ -560,22 +560,27 @@ class Keystone:
 
     # tokens
     def issue_token(
-        self, user: TestUser | str, *, project: str | None = "", auth_url: str | None = None
+        self,
+        user: TestUser | str,
+        *,
+        project: str | None = "",
+        scope: dict[str, Any] | None = None,
+        auth_url: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Password-auth token for ``user`` (key or TestUser) → (token, body).
 
-        ``project`` defaults to the user's own project; None gives an unscoped token.
+        ``project`` defaults to the user's own project; None gives an unscoped token. ``scope``
+        (a v3 scope document, e.g. ``{"system": {"all": True}}``) overrides ``project``.
         ``auth_url`` issues from another instance (a replica) sharing this one's keys.
         """
         who = self.users[user] if isinstance(user, str) else user
-        scope = who.project_name if project == "" else project
+        body = _password_auth(
+            who.name, who.password, who.project_name if project == "" else project
+        )
+        if scope is not None:
+            body["auth"]["scope"] = scope
         _, headers, doc = _expect(
-            _call(
-                f"{auth_url or self.auth_url}/auth/tokens",
-                "POST",
-                body=_password_auth(who.name, who.password, scope),
-            ),
-            201,
+            _call(f"{auth_url or self.auth_url}/auth/tokens", "POST", body=body), 201
         )
         return headers["X-Subject-Token"], doc
 
