@@ -6,7 +6,7 @@ Every disk operation runs on the thread pool of its device (``threads_per_device
 a slow or hung disk ties up only its own threads while requests for other devices go on. The
 event loop never touches a disk: even the list of devices is read in a thread, every
 ``DEVICE_RESCAN_INTERVAL_S`` and at once when a request names a device not seen before (at most
-once a second, so a flood of bad names costs one listdir per second).
+ten times a second, so a flood of bad names costs at most ten listdirs a second).
 
 The per-request device check (:meth:`Devices.check`) runs inside the request's disk thread, as
 the first step of the operation: a device that is missing, or is not a mount point while
@@ -34,7 +34,7 @@ from objectd.limits import DEVICE_RESCAN_INTERVAL_S, DEVICES_MAX
 T = TypeVar("T")
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_RESCAN_MIN_INTERVAL_S = 1.0
+_RESCAN_MIN_INTERVAL_S = 0.1
 
 
 class Devices:

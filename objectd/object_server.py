@@ -187,6 +187,8 @@ class ObjectServer:
         yield buffer
 
     async def _read_exactly(self, request: web.Request, length: int) -> bytes:
+        if length == 0:  # aiohttp's empty payload refuses readexactly(0)
+            return b""
         try:
             async with asyncio.timeout(self.client_timeout_s):
                 return await request.content.readexactly(length)
