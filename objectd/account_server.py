@@ -1,4 +1,4 @@
-"""The account server: account PUT/POST/DELETE/HEAD/GET, container reports, REPLICATE.
+"""The account server: account PUT/POST/DELETE/HEAD/GET, container reports, replication.
 
 Public: :class:`AccountServer`.
 
@@ -14,7 +14,7 @@ Public: :class:`AccountServer`.
   ``X-Backend-Storage-Policy-Index``, ``X-Backend-Stats-Timestamp``): 201, or 204 when the report
   says the container is deleted; 404 if the account does not exist (accounts starting with
   ``auto_create_account_prefix`` are created).
-- ``REPLICATE /dev/part/a``: ``merge_items``, ``get_items``, ``get_info``.
+- ``POST /dev/part/a`` with ``X-Backend-Replicate: true``: ``merge_items``, ``get_items``, ``get_info``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class AccountServer:
                 path.device, self._db_path(path), account_db.delete_account, timestamp
             )
             return web.Response(status=status)
+        if method == "POST" and request.headers.get("X-Backend-Replicate"):
+            return await self.replicate(request, path)
         if method == "POST":
             timestamp = require_timestamp(request.headers)
             updates = metadata_updates(request.headers, ACCOUNT_META)
@@ -68,11 +70,7 @@ class AccountServer:
                 path.device, self._db_path(path), account_db.post_account, timestamp, updates
             )
             return web.Response(status=status)
-        if method == "REPLICATE":
-            return await self.replicate(request, path)
-        return web.Response(
-            status=405, headers={"Allow": "GET, HEAD, PUT, POST, DELETE, REPLICATE"}
-        )
+        return web.Response(status=405, headers={"Allow": "GET, HEAD, PUT, POST, DELETE"})
 
     async def put(self, request: web.Request, path: BackendPath) -> web.Response:
         timestamp = require_timestamp(request.headers)
@@ -169,7 +167,7 @@ class AccountServer:
             return web.json_response(
                 {field: getattr(info, field) for field in AccountInfo.__dataclass_fields__}
             )
-        raise BadRequest(f"unknown REPLICATE op {op!r}")
+        raise BadRequest(f"unknown replication op {op!r}")
 
 
 def _merge_reports(connection: sqlite3.Connection, rows: list[ContainerRow]) -> None:

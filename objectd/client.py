@@ -691,16 +691,17 @@ class BackendClient:
     async def replicate_db(
         self, node: Any, partition: int, account: str, container: str | None, body: dict[str, Any]
     ) -> BackendResponse:
-        """REPLICATE a container or account DB operation (``{"op": "merge_items", ...}``)."""
-        data = json.dumps(body).encode()
+        """A replication operation on a container or account DB (``{"op": "merge_items", ...}``,
+        see PROTOCOL.md). Swift's verb is REPLICATE; aiohttp's HTTP parser accepts only
+        registered methods, so it travels as POST with ``X-Backend-Replicate: true``."""
         return await self.request(
-            "REPLICATE",
+            "POST",
             node,
             partition,
             account,
             container,
-            headers={"Content-Type": "application/json"},
-            body=data,
+            headers={"Content-Type": "application/json", "X-Backend-Replicate": "true"},
+            body=json.dumps(body).encode(),
         )
 
     async def healthcheck(self, node: Any) -> bool:

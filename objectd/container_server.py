@@ -1,4 +1,4 @@
-"""The container server: container PUT/POST/DELETE/HEAD/GET, object rows, REPLICATE.
+"""The container server: container PUT/POST/DELETE/HEAD/GET, object rows, replication.
 
 Public: :class:`ContainerServer`.
 
@@ -15,7 +15,7 @@ Requests, as Swift's container server answers them:
   from an object server (``X-Timestamp``, ``X-Size``, ``X-Content-Type``, ``X-Etag``); merged with
   group commit. 404 if the container DB does not exist, except for accounts starting with
   ``auto_create_account_prefix`` (``.expiring_objects``...), whose containers are created.
-- ``REPLICATE /dev/part/a/c`` with a JSON body: ``merge_items``, ``get_items``, ``get_info``,
+- ``POST /dev/part/a/c`` with ``X-Backend-Replicate: true`` and a JSON body: ``merge_items``, ``get_items``, ``get_info``,
   ``merge_info`` (for the replicator).
 """
 
@@ -73,12 +73,10 @@ class ContainerServer:
         if method == "DELETE":
             return await self.delete(request, path)
         if method == "POST":
+            if request.headers.get("X-Backend-Replicate"):
+                return await self.replicate(request, path)
             return await self.post(request, path)
-        if method == "REPLICATE":
-            return await self.replicate(request, path)
-        return web.Response(
-            status=405, headers={"Allow": "GET, HEAD, PUT, POST, DELETE, REPLICATE"}
-        )
+        return web.Response(status=405, headers={"Allow": "GET, HEAD, PUT, POST, DELETE"})
 
     # --- the container itself -----------------------------------------------------------------
     async def put(self, request: web.Request, path: BackendPath) -> web.Response:
@@ -228,7 +226,7 @@ class ContainerServer:
                 path.device, db_path, container_db.merge_info, body.get("info", {})
             )
             return web.Response(status=204)
-        raise BadRequest(f"unknown REPLICATE op {op!r}")
+        raise BadRequest(f"unknown replication op {op!r}")
 
     # --- account updates ----------------------------------------------------------------------
     async def _update_accounts(

@@ -1,5 +1,5 @@
 """HTTP pieces shared by the container and account servers: metadata headers, listings,
-REPLICATE bodies.
+replication bodies (POST with X-Backend-Replicate).
 
 Public: :func:`metadata_updates`, :func:`listing_response`, :func:`read_json_body`,
 :data:`CONTAINER_META`, :data:`ACCOUNT_META`.
@@ -60,14 +60,14 @@ def listing_response(items: list[dict], headers: dict[str, str]) -> web.Response
 
 
 async def read_json_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object body of a REPLICATE request (bounded). Raises BadRequest."""
+    """The JSON object body of a replication request (bounded). Raises BadRequest."""
     if request.content_length is not None and request.content_length > 64 * METADATA_BYTES_MAX:
-        raise BadRequest("REPLICATE body too large")
+        raise BadRequest("replication body too large")
     try:
         body = await request.content.read(64 * METADATA_BYTES_MAX + 1)
         data = json.loads(body)
     except ValueError as exc:
-        raise BadRequest(f"REPLICATE body is not JSON: {exc}") from None
+        raise BadRequest(f"replication body is not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("op"), str):
         raise BadRequest('REPLICATE body must be {"op": ...}')
     return data

@@ -1,0 +1,310 @@
+"""Containers and accounts over HTTP: Swift's account and container server behaviour.
+
+Method: one objectd per module; every test uses its own account or container names; object rows
+are written the way object servers write them (``X-Backend-Server-Type: container``).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pytest
+
+from tests.objectd.helpers import ts
+
+
+def _c(account: str, container: str, obj: str | None = None) -> str:
+    path = f"/sda/3/{urllib.parse.quote(account)}/{urllib.parse.quote(container)}"
+    return path + (f"/{urllib.parse.quote(obj)}" if obj else "")
+
+
+def _row(objectd, account, container, name, size=1, *, deleted=False, stamp=None, policy=0):
+    headers = {
+        "X-Timestamp": stamp or ts(),
+        "X-Backend-Server-Type": "container",
+        "X-Backend-Storage-Policy-Index": str(policy),
+    }
+    if deleted:
+        return objectd.request("DELETE", _c(account, container, name), headers=headers)
+    headers.update({"X-Size": str(size), "X-Content-Type": "text/plain", "X-Etag": "e" * 32})
+    return objectd.request("PUT", _c(account, container, name), headers=headers)
+
+
+def _make_container(objectd, account, container, **headers):
+    response = objectd.request(
+        "PUT", _c(account, container), headers={"X-Timestamp": ts(), **headers}
+    )
+    assert response.status_code in (201, 202), response.text
+    return response
+
+
+def test_container_put_creates_then_accepts(objectd, unique):
+    assert _make_container(objectd, "AUTH_x", unique).status_code == 201
+    assert _make_container(objectd, "AUTH_x", unique).status_code == 202
+
+
+def test_container_head_reports_counts_timestamps_and_metadata(objectd, unique):
+    _make_container(
+        objectd, "AUTH_x", unique, **{"X-Container-Meta-Color": "red", "X-Container-Read": ".r:*"}
+    )
+    _row(objectd, "AUTH_x", unique, "a", 10)
+    _row(objectd, "AUTH_x", unique, "b", 5)
+    head = objectd.request("HEAD", _c("AUTH_x", unique))
+    assert head.status_code == 204
+    assert head.headers["X-Container-Object-Count"] == "2"
+    assert head.headers["X-Container-Bytes-Used"] == "15"
+    assert head.headers["X-Container-Meta-Color"] == "red"
+    assert head.headers["X-Container-Read"] == ".r:*"
+    assert head.headers["X-Backend-Storage-Policy-Index"] == "0"
+
+
+def test_container_post_updates_and_removes_metadata(objectd, unique):
+    _make_container(
+        objectd, "AUTH_x", unique, **{"X-Container-Meta-A": "1", "X-Container-Meta-B": "2"}
+    )
+    headers = {
+        "X-Timestamp": ts(),
+        "X-Container-Meta-A": "",
+        "X-Remove-Container-Meta-B": "x",
+        "X-Container-Meta-C": "3",
+    }
+    assert objectd.request("POST", _c("AUTH_x", unique), headers=headers).status_code == 204
+    head = objectd.request("HEAD", _c("AUTH_x", unique)).headers
+    assert "X-Container-Meta-A" not in head and "X-Container-Meta-B" not in head
+    assert head["X-Container-Meta-C"] == "3"
+
+
+def test_older_metadata_update_does_not_win(objectd, unique):
+    older = ts()
+    _make_container(objectd, "AUTH_x", unique, **{"X-Container-Meta-A": "new"})
+    objectd.request(
+        "POST", _c("AUTH_x", unique), headers={"X-Timestamp": older, "X-Container-Meta-A": "old"}
+    )
+    assert objectd.request("HEAD", _c("AUTH_x", unique)).headers["X-Container-Meta-A"] == "new"
+
+
+def test_object_row_overwrite_and_delete_update_counts(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    _row(objectd, "AUTH_x", unique, "o", 100)
+    _row(objectd, "AUTH_x", unique, "o", 7)
+    assert objectd.request("HEAD", _c("AUTH_x", unique)).headers["X-Container-Bytes-Used"] == "7"
+    assert _row(objectd, "AUTH_x", unique, "o", deleted=True).status_code == 204
+    head = objectd.request("HEAD", _c("AUTH_x", unique)).headers
+    assert head["X-Container-Object-Count"] == "0" and head["X-Container-Bytes-Used"] == "0"
+
+
+def test_an_older_row_does_not_replace_a_newer_one(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    older = ts()
+    _row(objectd, "AUTH_x", unique, "o", 5)
+    _row(objectd, "AUTH_x", unique, "o", deleted=True, stamp=older)
+    assert [r["name"] for r in objectd.request("GET", _c("AUTH_x", unique)).json()] == ["o"]
+
+
+def test_delete_of_a_non_empty_container_is_409(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    _row(objectd, "AUTH_x", unique, "o")
+    assert (
+        objectd.request("DELETE", _c("AUTH_x", unique), headers={"X-Timestamp": ts()}).status_code
+        == 409
+    )
+    _row(objectd, "AUTH_x", unique, "o", deleted=True)
+    assert (
+        objectd.request("DELETE", _c("AUTH_x", unique), headers={"X-Timestamp": ts()}).status_code
+        == 204
+    )
+    assert objectd.request("HEAD", _c("AUTH_x", unique)).status_code == 404
+    assert objectd.request("GET", _c("AUTH_x", unique)).status_code == 404
+    assert (
+        objectd.request("DELETE", _c("AUTH_x", unique), headers={"X-Timestamp": ts()}).status_code
+        == 404
+    )
+
+
+def test_a_deleted_container_can_be_recreated_with_another_policy(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    objectd.request("DELETE", _c("AUTH_x", unique), headers={"X-Timestamp": ts()})
+    response = _make_container(objectd, "AUTH_x", unique, **{"X-Backend-Storage-Policy-Index": "1"})
+    assert response.status_code == 201
+    assert (
+        objectd.request("HEAD", _c("AUTH_x", unique)).headers["X-Backend-Storage-Policy-Index"]
+        == "1"
+    )
+
+
+def test_a_live_container_of_another_policy_is_409(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique, **{"X-Backend-Storage-Policy-Index": "0"})
+    headers = {"X-Timestamp": ts(), "X-Backend-Storage-Policy-Index": "2"}
+    response = objectd.request("PUT", _c("AUTH_x", unique), headers=headers)
+    assert response.status_code == 409
+    assert response.headers["X-Backend-Storage-Policy-Index"] == "0"
+
+
+def test_rows_of_another_policy_are_not_listed(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    _row(objectd, "AUTH_x", unique, "mine")
+    _row(objectd, "AUTH_x", unique, "misplaced", policy=3)
+    assert [r["name"] for r in objectd.request("GET", _c("AUTH_x", unique)).json()] == ["mine"]
+
+
+def test_row_for_a_missing_container_is_404_unless_auto_created(objectd, unique):
+    assert _row(objectd, "AUTH_x", unique, "o").status_code == 404
+    assert _row(objectd, ".expiring_objects", unique, "1700000000-a/c/o").status_code == 201
+    listing = objectd.request("GET", _c(".expiring_objects", unique)).json()
+    assert [row["name"] for row in listing] == ["1700000000-a/c/o"]
+
+
+def test_listing_json_rows_have_swift_fields(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    stamp = "1700000000.12345"
+    _row(objectd, "AUTH_x", unique, "ünï/code", 42, stamp=stamp)
+    (row,) = objectd.request("GET", _c("AUTH_x", unique)).json()
+    assert row == {
+        "name": "ünï/code",
+        "hash": "e" * 32,
+        "bytes": 42,
+        "content_type": "text/plain",
+        "last_modified": "2023-11-14T22:13:20.123450",
+    }
+
+
+def test_listing_parameters(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    for name in ("a", "b/1", "b/2", "c", "d/x/y"):
+        _row(objectd, "AUTH_x", unique, name)
+
+    def names(**params):
+        query = urllib.parse.urlencode(params)
+        return [
+            r.get("name", r.get("subdir"))
+            for r in objectd.request("GET", _c("AUTH_x", unique) + "?" + query).json()
+        ]
+
+    assert names() == ["a", "b/1", "b/2", "c", "d/x/y"]
+    assert names(delimiter="/") == ["a", "b/", "c", "d/"]
+    assert names(prefix="b/") == ["b/1", "b/2"]
+    assert names(marker="b/1", end_marker="d") == ["b/2", "c"]
+    assert names(limit=2) == ["a", "b/1"]
+    assert names(reverse="true", limit=2) == ["d/x/y", "c"]
+    assert names(reverse="true", delimiter="/") == ["d/", "c", "b/", "a"]
+    assert names(prefix="d/", delimiter="/") == ["d/x/"]
+
+
+@pytest.mark.parametrize("query", ["limit=10001", "limit=-1", "delimiter=ab", "limit=x"])
+def test_bad_listing_parameters_are_412(objectd, unique, query):
+    _make_container(objectd, "AUTH_x", unique)
+    assert objectd.request("GET", _c("AUTH_x", unique) + "?" + query).status_code == 412
+
+
+def test_container_put_reports_to_the_account_and_the_account_lists_it(objectd, unique):
+    account = f"AUTH_{unique}"
+    assert (
+        objectd.request("PUT", f"/sda/3/{account}", headers={"X-Timestamp": ts()}).status_code
+        == 201
+    )
+    target = {
+        "X-Account-Host": f"127.0.0.1:{objectd.port}",
+        "X-Account-Device": "sda",
+        "X-Account-Partition": "3",
+    }
+    for name in ("c1", "c2"):
+        _make_container(objectd, account, name, **target)
+    _row(objectd, account, "c1", "o", 11)
+    _make_container(objectd, account, "c1", **target)  # a later PUT reports fresh counts
+    head = objectd.request("HEAD", f"/sda/3/{account}")
+    assert head.status_code == 204
+    assert head.headers["X-Account-Container-Count"] == "2"
+    assert head.headers["X-Account-Object-Count"] == "1"
+    assert head.headers["X-Account-Bytes-Used"] == "11"
+    assert head.headers["X-Backend-Storage-Policy-0-Container-Count"] == "2"
+    listing = objectd.request("GET", f"/sda/3/{account}").json()
+    assert [(r["name"], r["count"], r["bytes"]) for r in listing] == [("c1", 1, 11), ("c2", 0, 0)]
+    objectd.request("DELETE", _c(account, "c2"), headers={"X-Timestamp": ts(), **target})
+    assert [r["name"] for r in objectd.request("GET", f"/sda/3/{account}").json()] == ["c1"]
+
+
+def test_container_put_is_404_when_the_account_does_not_exist(objectd, unique):
+    target = {
+        "X-Account-Host": f"127.0.0.1:{objectd.port}",
+        "X-Account-Device": "sda",
+        "X-Account-Partition": "3",
+    }
+    response = objectd.request(
+        "PUT", _c(f"AUTH_{unique}", "c"), headers={"X-Timestamp": ts(), **target}
+    )
+    assert response.status_code == 404
+
+
+def test_account_lifecycle(objectd, unique):
+    path = f"/sda/3/AUTH_{unique}"
+    assert objectd.request("HEAD", path).status_code == 404
+    assert (
+        objectd.request(
+            "PUT", path, headers={"X-Timestamp": ts(), "X-Account-Meta-Q": "1"}
+        ).status_code
+        == 201
+    )
+    assert objectd.request("PUT", path, headers={"X-Timestamp": ts()}).status_code == 202
+    assert (
+        objectd.request(
+            "POST", path, headers={"X-Timestamp": ts(), "X-Account-Meta-R": "2"}
+        ).status_code
+        == 204
+    )
+    head = objectd.request("HEAD", path).headers
+    assert head["X-Account-Meta-Q"] == "1" and head["X-Account-Meta-R"] == "2"
+    assert head["X-Account-Container-Count"] == "0"
+    assert objectd.request("GET", path).json() == []
+    assert objectd.request("DELETE", path, headers={"X-Timestamp": ts()}).status_code == 204
+    gone = objectd.request("HEAD", path)
+    assert gone.status_code == 404 and gone.headers["X-Account-Status"] == "Deleted"
+    assert objectd.request("PUT", path, headers={"X-Timestamp": ts()}).status_code == 403
+
+
+REPLICATE = {"X-Backend-Replicate": "true"}
+
+
+def test_replicate_merge_items_and_get_items(objectd, unique):
+    _make_container(objectd, "AUTH_x", unique)
+    items = [
+        {
+            "name": "r1",
+            "created_at": "1700000000.00001",
+            "size": 1,
+            "content_type": "a/b",
+            "etag": "x",
+            "deleted": 0,
+        },
+        {
+            "name": "r2",
+            "created_at": "1700000000.00002",
+            "size": 2,
+            "content_type": "a/b",
+            "etag": "y",
+            "deleted": 0,
+        },
+        {"name": "r1", "created_at": "1700000000.00003", "deleted": 1},
+    ]
+    body = json.dumps({"op": "merge_items", "items": items})
+    assert (
+        objectd.request("POST", _c("AUTH_x", unique), headers=REPLICATE, data=body).status_code
+        == 204
+    )
+    assert [r["name"] for r in objectd.request("GET", _c("AUTH_x", unique)).json()] == ["r2"]
+    got = objectd.request(
+        "POST",
+        _c("AUTH_x", unique),
+        headers=REPLICATE,
+        data=json.dumps({"op": "get_items", "since": 0}),
+    )
+    assert {(r["name"], r["deleted"]) for r in got.json()} == {("r1", 1), ("r2", 0)}
+    info = objectd.request(
+        "POST", _c("AUTH_x", unique), headers=REPLICATE, data=json.dumps({"op": "get_info"})
+    ).json()
+    assert info["object_count"] == 1 and info["container"] == unique
+
+
+def test_missing_timestamp_on_database_writes_is_400(objectd, unique):
+    assert objectd.request("PUT", _c("AUTH_x", unique)).status_code == 400
+    assert objectd.request("PUT", f"/sda/3/AUTH_{unique}").status_code == 400
