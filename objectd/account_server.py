@@ -14,7 +14,8 @@ Public: :class:`AccountServer`.
   ``X-Backend-Storage-Policy-Index``, ``X-Backend-Stats-Timestamp``): 201, or 204 when the report
   says the container is deleted; 404 if the account does not exist (accounts starting with
   ``auto_create_account_prefix`` are created).
-- ``POST /dev/part/a`` with ``X-Backend-Replicate: true``: ``merge_items``, ``get_items``, ``get_info``.
+- ``POST /dev/part/a`` with ``X-Backend-Replicate: true``: replication ops ``merge_items``,
+  ``get_items``, ``get_info``.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Requests, as Swift's container server answers them:
   from an object server (``X-Timestamp``, ``X-Size``, ``X-Content-Type``, ``X-Etag``); merged with
   group commit. 404 if the container DB does not exist, except for accounts starting with
   ``auto_create_account_prefix`` (``.expiring_objects``...), whose containers are created.
-- ``POST /dev/part/a/c`` with ``X-Backend-Replicate: true`` and a JSON body: ``merge_items``, ``get_items``, ``get_info``,
-  ``merge_info`` (for the replicator).
+- ``POST /dev/part/a/c`` with ``X-Backend-Replicate: true`` and a JSON body: replication ops
+  ``merge_items``, ``get_items``, ``get_info``, ``merge_info`` (for the replicator).
 """
 
 from __future__ import annotations
