@@ -64,10 +64,10 @@ WRK_DIR = BENCHMARKS_DIR / "wrk"
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 WRK_THREADS = 2  # one per core of the benchmark machine; wrk needs connections >= threads
 WRK_TIMEOUT_S = 30  # per request; Swift's 4 KiB PUT p50 is ~0.4 s at 32 connections
-WRK_SLACK_S = 60  # a wrk run is killed if it outlives its duration by this much
+CHILD_SLACK_S = 60  # wrk or curl is killed if it outlives its own time limit by this much
 CURL_TIMEOUT_S = 300  # a single large transfer; Swift does ~100 MB/s here
 LIST_CONCURRENCY = 64  # zero-byte PUTs in flight while populating the listing container
-LIST_POPULATE_TIMEOUT_S = 180  # Swift does ~100 zero-byte PUTs/s here: 10,000 take ~100 s
+LIST_POPULATE_TIMEOUT_S = 180  # PUT-filled listings; Swift manages 40-100 zero-byte PUTs/s here
 LIST_REPEATS = 3
 GET_SET_SMALL = 256  # 4 KiB objects pre-populated for the GET run
 GET_SET_LARGE = 32  # 1 MiB objects pre-populated for the GET run
@@ -223,7 +223,7 @@ async def run_wrk(script: str, auth: Login, args: list[str], connections: int, d
         *argv, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        async with asyncio.timeout(duration_s + WRK_SLACK_S):
+        async with asyncio.timeout(duration_s + CHILD_SLACK_S):
             stdout, stderr = await process.communicate()
     finally:
         if process.returncode is None:
@@ -242,11 +242,16 @@ async def curl(argv: list[str], stdin: int | None = None) -> dict[str, float]:
     """Run curl with ``-w`` reporting status, seconds and bytes; raise on a non-2xx status."""
     write_out = "%{http_code} %{time_total} %{size_upload} %{size_download}"
     process = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "-o", "/dev/null", "-w", write_out, *argv,
-        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        "curl", "-sS", "--max-time", str(CURL_TIMEOUT_S), "-o", "/dev/null", "-w", write_out,
+        *argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    async with asyncio.timeout(CURL_TIMEOUT_S):
-        stdout, stderr = await process.communicate()
+    try:
+        async with asyncio.timeout(CURL_TIMEOUT_S + CHILD_SLACK_S):  # in case curl itself hangs
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     status, seconds, uploaded, downloaded = stdout.decode().split()
     if not status.startswith("2"):
         raise RuntimeError(f"curl {argv[:3]}: HTTP {status} {stderr.decode()}")
