@@ -67,6 +67,7 @@ START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0  # SIGTERM grace per process group before SIGKILL
 POLL_INTERVAL_S = 0.2
 UPDATER_INTERVAL_S = 30  # Swift's default is 300; shorter so account HEADs catch up within a run
+RING_BUILD_TIMEOUT_S = 120  # four rings of 1024 partitions: ~1 s of work plus Swift's imports
 ROW_MERGE_BATCH = 1000  # rows per REPLICATE request: the container replicator's per_diff
 ROW_MERGE_TIMEOUT_S = 120  # 10,000 rows x 3 replicas take a few seconds
 LOG_TAIL_BYTES = 4000  # how much of a dead server's log goes into the error message
@@ -171,6 +172,7 @@ class SwiftAIO:
         self.etc_dir = self.workdir / "etc"
         self.log_dir = self.workdir / "log"
         self._processes: list[tuple[str, subprocess.Popen]] = []
+        self._log_names: dict[int, str] = {}  # pid -> log file stem
         self._nodes: list[_Node] = []
 
     @property
@@ -375,15 +377,16 @@ class SwiftAIO:
             }
             for name, (replicas, kind) in rings.items()
         }
-        subprocess.run(
+        result = subprocess.run(
             [self._python(), str(Path(__file__).resolve()), "--rings", str(self.etc_dir)],
             input=json.dumps(spec),
             text=True,
-            check=True,
             capture_output=True,
-            timeout=120,
+            timeout=RING_BUILD_TIMEOUT_S,
             env=self._env("rings"),
         )
+        if result.returncode != 0:
+            raise SwiftAIOError(f"building the rings failed: {result.stderr}")
 
     # --- processes -----------------------------------------------------------------------------
 
@@ -408,6 +411,7 @@ class SwiftAIO:
                 env=env,
             )
         self._processes.append((name, process))
+        self._log_names[process.pid] = log_name
 
     def _spawn_swift(self, server: str, conf: Path, log_name: str) -> None:
         argv = [self._python(), str(Path(__file__).resolve()), "--launch", server, str(conf)]
@@ -425,7 +429,8 @@ class SwiftAIO:
     def _check_alive(self) -> None:
         for name, process in self._processes:
             if process.poll() is not None:
-                logs = sorted(self.log_dir.glob("*"), key=lambda p: p.stat().st_mtime)[-2:]
+                # its own files: <log_name>.log (Swift's logger) and .stdout (before logging)
+                logs = sorted(self.log_dir.glob(f"{self._log_names[process.pid]}.*"))
                 tails = "\n".join(f"--- {p.name}\n{_tail(p)}" for p in logs)
                 raise SwiftAIOError(f"{name} exited with {process.returncode}\n{tails}")
 
