@@ -226,7 +226,7 @@ def test_online_extend_is_seen_by_the_initiator(node):
     assert read(device, DATA_BYTES) == data
 
 
-def test_revert_a_thin_volume_to_its_snapshot(node):
+def test_revert_a_thin_volume_to_its_snapshot_and_outlive_it(node):
     volume = node.create_volume(1)
     lv = node.api.ok("GET", f"/v1/volumes/{volume['id']}")  # exists
     path = f"/dev/{VG}/{lv['volume']['name']}"
@@ -240,6 +240,10 @@ def test_revert_a_thin_volume_to_its_snapshot(node):
     assert read(path, DATA_BYTES) == old
     snapshots = node.api.ok("GET", f"/v1/snapshots?volume_id={volume['id']}")["snapshots"]
     assert [s["id"] for s in snapshots] == [snapshot["snapshot"]["id"]]
+    # dm-thin snapshots are independent of their origin: the volume can go first
+    node.api.ok("DELETE", f"/v1/volumes/{volume['id']}", status=204)
+    again = node.create_volume(1, snapshot_id=snapshot["snapshot"]["id"])
+    assert read(f"/dev/{VG}/{again['name']}", DATA_BYTES) == old
 
 
 def test_export_survives_blockd_restart_and_a_lost_lio_config(node):
