@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from shoal.clock import ManualClock
 from shoal.keystone import (
     AuthenticationFailed,
     InvalidToken,
@@ -287,21 +288,22 @@ def test_service_token_is_renewed_before_it_expires(keystone: Keystone, short_li
     assert stats.keystone_requests == 2  # renewed ahead: no request was refused with 401
 
 
-def test_revoked_service_token_is_replaced_after_keystone_answers_401(keystone: Keystone):
-    rotating = keystone.create_user("svc-rotating", "service", "service")
-    token, _ = keystone.issue_token("demo")
+def test_service_token_refused_with_401_is_replaced_and_the_request_retried(
+    keystone: Keystone, short_lived: KeystoneProcess
+):
+    """The validator's clock is frozen (an injected ManualClock), so it keeps using a service
+    token that the real Keystone has meanwhile expired: Keystone answers 401, the validator
+    re-authenticates once and retries, and the caller never notices."""
+    token, _ = keystone.issue_token("demo")  # from the main instance: valid for an hour
+    clock = ManualClock(time.time())
 
     async def scenario():
-        config = keystone.keystone_config(
-            username=rotating.name, password=rotating.password, cache_ttl_s=0
-        )
-        async with KeystoneValidator(config) as validator:
+        config = keystone.keystone_config(auth_url=short_lived.auth_url, cache_ttl_s=0)
+        async with KeystoneValidator(config, clock=clock) as validator:
             await validator.validate(token)
-            # disabling a user revokes its tokens; fernet issued_at has 1 s resolution, so a
-            # token issued in the same second as the revocation would count as revoked too
-            keystone.set_user_enabled(rotating, False)
-            keystone.set_user_enabled(rotating, True)
-            await asyncio.sleep(1.1)
+            await asyncio.sleep(
+                short_lived.token_expiration_s + 0.5
+            )  # real time: the token expires
             identity = await validator.validate(token)
             return identity, validator.stats
 

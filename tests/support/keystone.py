@@ -279,6 +279,7 @@ class KeystoneProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_dir: Path
+    token_expiration_s: int  # lifetime of the tokens it issues
 
     @property
     def pid(self) -> int:
@@ -328,7 +329,9 @@ class KeystoneProcess:
         return "\n".join(parts)
 
 
-def _serve(venv: Path, etc: Path, data: Path, *, log_name: str) -> KeystoneProcess:
+def _serve(
+    venv: Path, etc: Path, data: Path, *, log_name: str, token_expiration_s: int
+) -> KeystoneProcess:
     """Start gunicorn on a free loopback port and wait until ``GET /v3`` answers 200."""
     last_error = ""
     for _attempt in range(3):  # the free port may be taken between probe and bind
@@ -362,7 +365,8 @@ def _serve(venv: Path, etc: Path, data: Path, *, log_name: str) -> KeystoneProce
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        server = KeystoneProcess(f"http://127.0.0.1:{port}/v3", port, process, log_dir)
+        url = f"http://127.0.0.1:{port}/v3"
+        server = KeystoneProcess(url, port, process, log_dir, token_expiration_s)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -678,7 +682,13 @@ class Keystone:
         _write_config(
             etc, self.base, expiration_s=token_expiration_s, log_name=f"replica-{index}.log"
         )
-        replica = _serve(self.venv, etc, self.base, log_name=f"replica-{index}")
+        replica = _serve(
+            self.venv,
+            etc,
+            self.base,
+            log_name=f"replica-{index}",
+            token_expiration_s=token_expiration_s,
+        )
         self._replicas.append(replica)
         return replica
 
@@ -733,7 +743,7 @@ def start_keystone(base: Path | None = None) -> Keystone:
             copy(seed / name, base / name)
         ids = json.loads((base / "ids.json").read_text())
         timings["setup_s"] = time.monotonic() - t1
-        server = _serve(venv, etc, base, log_name="main")
+        server = _serve(venv, etc, base, log_name="main", token_expiration_s=TOKEN_EXPIRATION_S)
         timings["serve_s"] = time.monotonic() - t1 - timings["setup_s"]
         keystone = Keystone(venv, base, server, ids)
         try:
@@ -751,7 +761,7 @@ def start_keystone(base: Path | None = None) -> Keystone:
         _manage(venv, etc, "credential_setup", "--keystone-user", user, "--keystone-group", group)
         timings["setup_s"] = time.monotonic() - t1
         # endpoints get this instance's URL once the port is known
-        server = _serve(venv, etc, base, log_name="main")
+        server = _serve(venv, etc, base, log_name="main", token_expiration_s=TOKEN_EXPIRATION_S)
         timings["serve_s"] = time.monotonic() - t1 - timings["setup_s"]
         try:
             t2 = time.monotonic()
