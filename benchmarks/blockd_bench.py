@@ -38,6 +38,7 @@ from shoal.units import GiB, MiB
 from tests.block.support import host_node, run
 
 SPREAD_STEP_BYTES = 64 * MiB  # one 1 MiB write per 64 MiB of volume: extents grow with size
+FIXED_WRITES = 16  # the "fixed" series: 16 MiB at the start of every volume, whatever its size
 QUEUE_DEPTH = 16
 RESULTS = Path(__file__).resolve().parent / "results" / "blockd_bench.json"
 
@@ -48,13 +49,13 @@ def timed_ms(call) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def spread_writes(path: Path, size_bytes: int) -> int:
-    """Write 1 MiB at every SPREAD_STEP_BYTES into the file; returns how many writes."""
+def spread_writes(path: Path, size_bytes: int, step: int = SPREAD_STEP_BYTES) -> int:
+    """Write 1 MiB at every ``step`` bytes over ``size_bytes`` of the file; returns the count."""
     chunk = os.urandom(MiB)
     fd = os.open(path, os.O_WRONLY)
     count = 0
     try:
-        for offset in range(0, size_bytes, SPREAD_STEP_BYTES):
+        for offset in range(0, size_bytes, step):
             os.pwrite(fd, chunk, offset)
             count += 1
         os.fsync(fd)
@@ -64,32 +65,37 @@ def spread_writes(path: Path, size_bytes: int) -> int:
 
 
 def bench_cow(node, sizes_gib: list[int], repeat: int) -> list[dict]:
+    """Two series per size: ``fixed`` (16 MiB written at the start, the same extents whatever
+    the size) isolates the size; ``spread`` (1 MiB per 64 MiB) grows the extents with it."""
     rows = []
     for size_gib in sizes_gib:
-        volume = node.create_volume(size_gib)
-        writes = spread_writes(node.mount / "volumes" / volume["name"], size_gib * GiB)
-        snapshot_ms, clone_ms = [], []
-        for _ in range(repeat):
-            body = {"id": str(uuid.uuid4()), "volume_id": volume["id"]}
-            snapshot_ms.append(
-                timed_ms(lambda b=body: node.api.ok("POST", "/v1/snapshots", b, status=201))
-            )
-            clone = {"id": str(uuid.uuid4()), "size_gib": size_gib}
-            clone["source_volume_id"] = volume["id"]
-            clone_ms.append(
-                timed_ms(lambda b=clone: node.api.ok("POST", "/v1/volumes", b, status=201))
-            )
-        rows.append(
-            {
-                "size_gib": size_gib,
-                "extents_written": writes,
-                "snapshot_ms_median": round(statistics.median(snapshot_ms), 2),
-                "clone_ms_median": round(statistics.median(clone_ms), 2),
-                "snapshot_ms_max": round(max(snapshot_ms), 2),
-                "clone_ms_max": round(max(clone_ms), 2),
-            }
-        )
+        for series in ("fixed", "spread"):
+            rows.append(bench_cow_one(node, size_gib, series, repeat))
     return rows
+
+
+def bench_cow_one(node, size_gib: int, series: str, repeat: int) -> dict:
+    volume = node.create_volume(size_gib)
+    path = node.mount / "volumes" / volume["name"]
+    span_bytes = size_gib * GiB if series == "spread" else FIXED_WRITES * SPREAD_STEP_BYTES
+    writes = spread_writes(path, span_bytes)
+    snapshot_ms, clone_ms = [], []
+    for _ in range(repeat):
+        body = {"id": str(uuid.uuid4()), "volume_id": volume["id"]}
+        snapshot_ms.append(
+            timed_ms(lambda b=body: node.api.ok("POST", "/v1/snapshots", b, status=201))
+        )
+        clone = {"id": str(uuid.uuid4()), "size_gib": size_gib, "source_volume_id": volume["id"]}
+        clone_ms.append(timed_ms(lambda b=clone: node.api.ok("POST", "/v1/volumes", b, status=201)))
+    return {
+        "size_gib": size_gib,
+        "series": series,
+        "extents_written": writes,
+        "snapshot_ms_median": round(statistics.median(snapshot_ms), 2),
+        "clone_ms_median": round(statistics.median(clone_ms), 2),
+        "snapshot_ms_max": round(max(snapshot_ms), 2),
+        "clone_ms_max": round(max(clone_ms), 2),
+    }
 
 
 def qemu_bench(image_args: list[str], io_mib: int, write: bool) -> float:
@@ -153,8 +159,11 @@ def bench_data_path(node, io_mib: int, rounds: int) -> dict:
         "blockd_export": iscsi_args(blockd_export, node.initiator.iqn),
     }
     samples: dict[str, dict[str, list[float]]] = {n: {"write": [], "read": []} for n in cases}
-    for _ in range(rounds):  # interleaved, so a burst of load elsewhere hits every case alike
-        for name, args in cases.items():
+    names = list(cases)
+    for round_index in range(rounds):  # interleaved, order flipped every round: a burst of
+        order = names if round_index % 2 == 0 else names[::-1]  # load hits every case alike
+        for name in order:
+            args = cases[name]
             for mode in ("write", "read"):
                 drop_caches()
                 samples[name][mode].append(qemu_bench(args, io_mib, write=mode == "write"))
@@ -162,6 +171,8 @@ def bench_data_path(node, io_mib: int, rounds: int) -> dict:
         results[name] = {
             "write_mib_s": round(statistics.median(figures["write"])),
             "read_mib_s": round(statistics.median(figures["read"])),
+            "write_samples": [round(x) for x in figures["write"]],
+            "read_samples": [round(x) for x in figures["read"]],
         }
     return results
 
@@ -181,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         cow = bench_cow(node, sizes, args.repeat)
         data_path = bench_data_path(node, args.io_mib, args.rounds)
-    print(f"{'size GiB':>9} {'extents':>8} {'snapshot ms':>12} {'clone ms':>9} (median; max)")
+    print(f"{'size GiB':>9} {'series':>7} {'extents':>8} {'snapshot ms':>12} {'clone ms':>9}"
+          " (median (max))")  # fmt: skip
     for row in cow:
-        print(f"{row['size_gib']:>9} {row['extents_written']:>8} "
+        print(f"{row['size_gib']:>9} {row['series']:>7} {row['extents_written']:>8} "
               f"{row['snapshot_ms_median']:>7} ({row['snapshot_ms_max']}) "
               f"{row['clone_ms_median']:>6} ({row['clone_ms_max']})")  # fmt: skip
     print(f"\nsequential, 1 MiB x depth {QUEUE_DEPTH}, {args.io_mib} MiB, median of {args.rounds}:")
