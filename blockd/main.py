@@ -35,7 +35,9 @@ def build_app(config: BlockdConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shoal blockd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="shoal blockd", description="the block daemon: volumes, snapshots, iSCSI exports"
+    )
     parser.add_argument("--config", help="TOML file with a [blockd] table (default: defaults)")
     parser.add_argument("--port", type=int, help="override the configured API port")
     parser.add_argument("--defaults", action="store_true", help="print the default config, exit")
