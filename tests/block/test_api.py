@@ -8,6 +8,7 @@ for its status, a JSON message, an X-Trans-Id, and the absence of a stack trace.
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.server
 import os
 import shutil
@@ -203,3 +204,19 @@ def test_blockd_refuses_to_start_without_tgtd(node, tmp_path):
     with pytest.raises(RuntimeError, match="exited 1"):
         blockd.start()
     assert "tgtd is not reachable" in blockd.log_tail()
+
+
+def test_concurrent_creates_of_one_id_make_one_volume(node):
+    volume_id = str(uuid.uuid4())
+    body = {"id": volume_id, "size_gib": 1}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(lambda _: node.api.call("POST", "/v1/volumes", body)[0],
+                                   range(8)))  # fmt: skip
+    assert statuses == [201] + [409] * 7
+    snapshot_bodies = [{"volume_id": volume_id} for _ in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda b: node.api.call("POST", "/v1/snapshots", b),
+                                snapshot_bodies))  # fmt: skip
+    assert [status for status, _ in results] == [201] * 6
+    listed = node.api.ok("GET", f"/v1/snapshots?volume_id={volume_id}")["snapshots"]
+    assert len(listed) == 6
