@@ -29,6 +29,7 @@ parse); :class:`PutterStateError` (our own code used a putter out of order).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import enum
 import json
@@ -43,6 +44,42 @@ from yarl import URL
 from objectd.limits import CHUNK_BYTES
 
 _FAILURES = (aiohttp.ClientError, OSError)
+
+
+# --- aborting a request whose node stopped reading ----------------------------------------------
+class _ConnectionHolder:
+    """The connection a request goes out on, so that a cancelled request can *abort* it.
+
+    Closing an aiohttp connection is graceful: it waits until the write buffer has drained.
+    A node that stopped reading never drains it, so a cancelled PUT would keep its socket (and
+    ``ClientSession.close()``) waiting forever. Aborting drops the buffer and the socket at once.
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_holder: contextvars.ContextVar[_ConnectionHolder | None] = contextvars.ContextVar(
+    "objectd_client_connection", default=None
+)
+
+
+class _AbortableRequest(aiohttp.ClientRequest):
+    """aiohttp's request, telling the current :class:`_ConnectionHolder` its transport."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        holder = _holder.get()
+        if holder is not None:
+            holder.transport = conn.transport  # kept: the connection forgets it when released
+        return await super().send(conn)
+
+
 _FAILURES_OR_TIMEOUT = (*_FAILURES, asyncio.TimeoutError)
 
 
@@ -392,6 +429,7 @@ class BackendClient:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": self._user_agent},
                 skip_auto_headers=("Accept-Encoding",),
+                request_class=_AbortableRequest,
             )
         return self._session
 
@@ -419,12 +457,20 @@ class BackendClient:
         expect100: bool = False,
     ) -> aiohttp.ClientResponse:
         url = URL(node.base_url + path + ("?" + query if query else ""), encoded=True)
+        holder = _ConnectionHolder()
+        token = _holder.set(holder)
         try:
             return await self.session.request(
                 method, url, headers=headers, data=data, expect100=expect100, allow_redirects=False
             )
         except _FAILURES_OR_TIMEOUT as exc:
+            holder.abort()
             raise _translate(node, exc) from exc
+        except BaseException:  # cancelled (a putter aborted, a caller's timeout): drop the socket
+            holder.abort()
+            raise
+        finally:
+            _holder.reset(token)
 
     async def _complete(
         self,
