@@ -279,8 +279,11 @@ def test_listing_and_database_calls(objectd, unique):
             assert listing.status == 200
             assert [item.get("name", item.get("subdir")) for item in listing.items] == ["a/", "b"]
             report = {
-                "X-Put-Timestamp": ts(), "X-Delete-Timestamp": "0", "X-Object-Count": "3", "X-Bytes-Used": "9",
-            }  # fmt: skip
+                "X-Put-Timestamp": ts(),
+                "X-Delete-Timestamp": "0",
+                "X-Object-Count": "3",
+                "X-Bytes-Used": "9",
+            }
             assert (
                 await client.update_account(node, 2, f"AUTH_{unique}", "box", report)
             ).status == 201
