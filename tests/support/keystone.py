@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -69,6 +70,7 @@ PASSWORD_HASH_ROUNDS = 4  # bcrypt's minimum: test speed-up (Keystone's default 
 WORKER_THREADS = 4
 
 _STAMP = ".shoal-ready"
+_PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
 _SEED_FILES = ("keystone.db", "fernet-keys", "credential-keys", "ids.json")
 
 PYPI_PROBE_TIMEOUT_S = 10.0  # one GET of the index page for keystone, only after pip failed
@@ -263,6 +265,14 @@ backend = oslo_cache.dict
     )
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGINT (gunicorn's fast stop) when the test
+    process dies, even by SIGKILL, so no Keystone outlives its session. (Strictly: when the
+    *thread* that started it ends, so start Keystone from the main thread, as pytest does.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 def _keystone_env(etc: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["OS_KEYSTONE_CONFIG_DIR"] = str(etc)
@@ -364,6 +374,7 @@ def _serve(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         url = f"http://127.0.0.1:{port}/v3"
         server = KeystoneProcess(url, port, process, log_dir, token_expiration_s)
@@ -608,10 +619,17 @@ class Keystone:
             return self._admin_token
 
     def request(
-        self, method: str, path: str, body: Any = None, *, token: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], Any]:
         """An identity API call (``path`` under /v3), as admin unless ``token`` is given."""
-        return _call(f"{self.auth_url}{path}", method, token=token or self.admin_token(), body=body)
+        url = f"{self.auth_url}{path}"
+        return _call(url, method, token=token or self.admin_token(), body=body, headers=headers)
 
     # identities made by tests
     def create_user(self, name: str, project: str, role: str) -> TestUser:
