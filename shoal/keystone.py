@@ -26,6 +26,17 @@ retrying a bad token in a loop, short enough that a token that was refused by mi
 quickly). A revoked token is therefore accepted for at most ``cache_ttl_s`` after revocation,
 the same bounded staleness keystonemiddleware has; lower ``cache_ttl_s`` to shorten it.
 Concurrent validations of one token share a single Keystone request.
+
+Use (an aiohttp app keeps one validator for its lifetime, e.g. in ``cleanup_ctx``)::
+
+    async with KeystoneValidator(config) as validator:
+        try:
+            identity = await validator.validate(request.headers["X-Auth-Token"])
+        except InvalidToken:
+            ...  # 401 with WWW-Authenticate: Keystone uri="<auth_url>"
+        except KeystoneUnavailable:
+            ...  # 503
+        account = f"AUTH_{identity.project_id}"; allowed = identity.has_any_role(["member"])
 """
 
 from __future__ import annotations
