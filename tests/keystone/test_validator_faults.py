@@ -49,11 +49,13 @@ class FakeKeystone:
         validate_status: int = 200,
         validate_body: bytes | None = None,
         service_lifetime_s: float = 3600,
+        validate_delay_s: float = 0.0,
     ):
         self.issue_statuses = list(issue_statuses or [201])
         self.validate_status = validate_status
         self.validate_body = validate_body
         self.service_lifetime_s = service_lifetime_s
+        self.validate_delay_s = validate_delay_s
         self.issued = 0
         self.app = web.Application()
         self.app.router.add_post("/v3/auth/tokens", self.issue)
@@ -68,6 +70,7 @@ class FakeKeystone:
         return web.json_response(body, status=201, headers={"X-Subject-Token": f"svc{self.issued}"})
 
     async def validate(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.validate_delay_s)
         if self.validate_body is None:
             return web.json_response(token_body(time.time() + 7200), status=self.validate_status)
         return web.Response(status=self.validate_status, body=self.validate_body)
@@ -75,7 +78,7 @@ class FakeKeystone:
 
 @contextlib.asynccontextmanager
 async def serve(fake: FakeKeystone) -> AsyncIterator[str]:
-    runner = web.AppRunner(fake.app)
+    runner = web.AppRunner(fake.app, shutdown_timeout=0.5)  # do not wait for slow handlers
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -127,3 +130,40 @@ def test_failed_renewal_keeps_the_service_token_until_it_expires():
 
     stats = asyncio.run(scenario())
     assert stats.service_token_fetches == 3 and stats.keystone_requests == 2
+
+
+def test_a_cancelled_caller_does_not_cancel_the_shared_validation_of_the_others():
+    async def scenario():
+        fake = FakeKeystone(validate_delay_s=0.5)
+        async with serve(fake) as url:
+            config = KeystoneConfig(auth_url=url, username="u", password="p")
+            async with KeystoneValidator(config) as validator:
+                callers = [asyncio.create_task(validator.validate("gAAAAABuser")) for _ in range(3)]
+                await asyncio.sleep(0.2)
+                callers[0].cancel()  # e.g. its client hung up
+                results = await asyncio.gather(*callers, return_exceptions=True)
+                return results, validator.stats
+
+    results, stats = asyncio.run(scenario())
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1].project_id == results[2].project_id == "p1"
+    assert stats.keystone_requests == 1
+
+
+def test_close_cancels_validations_in_flight_and_refuses_new_ones():
+    async def scenario():
+        fake = FakeKeystone(validate_delay_s=5.0)
+        async with serve(fake) as url:
+            config = KeystoneConfig(auth_url=url, username="u", password="p")
+            validator = KeystoneValidator(config)
+            caller = asyncio.create_task(validator.validate("gAAAAABuser"))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await validator.close()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            assert time.monotonic() - started < 2.0
+            with pytest.raises(RuntimeError):
+                await validator.validate("gAAAAABuser")
+
+    asyncio.run(scenario())
