@@ -9,6 +9,7 @@ boots the guest and runs this module with pytest; everywhere else it is skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -37,6 +38,7 @@ OTHER_INITIATOR = "iqn.2024-01.org.example:not-exported"
 DATA_BYTES = 4 * MiB
 LOGIN_TIMEOUT_S = 60
 DEVICE_WAIT_S = 30.0  # by-path links appear ~2 s after login under UML
+CLEAR_LIO = "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)"
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -73,7 +75,12 @@ class Iscsiadm:
                                 timeout=LOGIN_TIMEOUT_S)  # fmt: skip
         if result.returncode != 0:
             sh(*node, "-o", "delete", check=False)
-            raise PermissionError(f"login refused: {result.stderr.strip()[-300:]}")
+            acls = Path("/sys/kernel/config/target/iscsi", export["target_iqn"], "tpgt_1", "acls")
+            seen = {p.name: (p / "auth" / "userid").read_text().strip() for p in acls.glob("*")}
+            raise PermissionError(
+                f"login refused (as {export['auth_username']}; LIO ACLs {seen}): "
+                f"{result.stderr.strip()[-300:]}"
+            )
 
     def logout(self, export: dict) -> None:
         sh(*self._node(export), "--logout", check=False)
@@ -125,6 +132,7 @@ class GuestNode:
             "target": "lio",
             "target_portals": [PORTAL],
             "lio_save_file": str(workdir / "saveconfig.json"),
+            "log_level": os.environ.get("BLOCKD_LOG_LEVEL", "INFO"),
         }
         self.blockd = BlockdProcess(workdir, self.config)
         self.blockd.start()
@@ -156,16 +164,20 @@ def node(tmp_path_factory):
         sh("modprobe", module)
     sh("pvcreate", "-qy", DISKS[0])
     sh("vgcreate", "-q", VG, DISKS[0])  # the pool is blockd's to create (as Cinder's driver does)
-    sh("iscsid")
+    sh("iscsid", check=False)  # a second run in one boot finds it running
     guest = None
     try:
         guest = GuestNode(tmp_path_factory.mktemp("blockd-guest"))
         yield guest
     finally:
         sh("iscsiadm", "-m", "node", "--logoutall=all", check=False)
+        sh("iscsiadm", "-m", "node", "-o", "delete", check=False)
         if guest is not None:
             guest.blockd.stop()
-            print(guest.blockd.log_tail(40))
+            print(guest.blockd.log_tail(400))
+        sh("python3", "-c", CLEAR_LIO, check=False)
+        sh("vgremove", "-qffy", VG, check=False)
+        sh("pvremove", "-qffy", DISKS[0], check=False)
 
 
 def test_blockd_made_the_thin_pool_and_reports_it(node):
@@ -255,9 +267,20 @@ def test_export_survives_blockd_restart_and_a_lost_lio_config(node):
     assert read(device, DATA_BYTES) == data  # the session never noticed
     assert node.export(volume["id"]) == export  # same CHAP pair after the restart
 
+    saved = json.loads(Path(node.config["lio_save_file"]).read_text())
+    target = next(t for t in saved["targets"] if t["wwn"] == export["target_iqn"])
+    (tpg,) = target["tpgs"]
+    assert tpg["attributes"]["authentication"] == 1
+    assert tpg["attributes"]["generate_node_acls"] == 0  # no demo mode: listed initiators only
+    assert [lun["index"] for lun in tpg["luns"]] == [0]
+    assert [(p["ip_address"], p["port"]) for p in tpg["portals"]] == [("127.0.0.1", 3260)]
+    (acl,) = tpg["node_acls"]
+    assert (acl["node_wwn"], acl["chap_userid"]) == (own_initiator(), export["auth_username"])
+    assert [m["index"] for m in acl["mapped_luns"]] == [0]
+
     sh("iscsiadm", "-m", "node", "--logoutall=all")
     node.blockd.stop()  # a reboot: the kernel forgets LIO's configuration
-    sh("python3", "-c", "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)")
+    sh("python3", "-c", CLEAR_LIO)
     assert not list(Path("/sys/kernel/config/target/iscsi").glob("iqn.*"))
     node.blockd.start()
     node.api = BlockdClient(node.blockd.url)
