@@ -8,14 +8,14 @@ import pytest
 
 from tests.support.keystone import Keystone, KeystoneProcess, keystone_fixture
 
-SHORT_TOKEN_EXPIRATION_S = 8  # long enough to validate once on a loaded machine, short to wait
+SHORT_TOKEN_EXPIRATION_S = 6  # long enough to validate once on a loaded machine, short to wait
 
 keystone = keystone_fixture()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def short_lived(keystone: Keystone) -> Iterator[KeystoneProcess]:
-    """A second Keystone process on the same database and keys whose tokens live 8 s."""
+    """A second Keystone process on the same database and keys whose tokens live 6 s."""
     replica = keystone.spawn_replica(token_expiration_s=SHORT_TOKEN_EXPIRATION_S)
     try:
         yield replica
