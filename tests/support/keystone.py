@@ -740,7 +740,7 @@ def _snapshot_seed(base: Path, ids: dict[str, Any], seed: Path) -> None:
     """Copy a freshly provisioned instance's state as the seed for later starts."""
     staging = seed.with_name(seed.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir(parents=True, mode=0o700)  # it holds keys and (test) passwords
     source = sqlite3.connect(base / "keystone.db")
     target = sqlite3.connect(staging / "keystone.db")
     with target:
