@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from shoal.clock import ManualClock
 from shoal.keystone import (
@@ -32,7 +33,8 @@ T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run on uvloop, the loop Shoal's daemons use."""
+    return uvloop.run(coro)
 
 
 # ---------------------------------------------------------------------------- valid tokens
