@@ -59,6 +59,12 @@ class BlockdConfig:
         Path("/var/lib/shoal/blockd/tgt"), "tgt: one config file per exported volume"
     )
     tgt_control_port: int = option(0, "tgt: tgtd's control port (-C), 0 = tgtd's default")
+    reconcile_interval_s: float = option(
+        30.0,
+        "how often saved exports missing from the running target are re-created (a restarted "
+        "tgtd); 0 = only at start",
+        check=lambda v: v >= 0,
+    )
     lio_save_file: Path = option(  # noqa: RUF009 (Path is immutable)
         Path("/etc/target/saveconfig.json"), "lio: rtslib saveconfig, restored at start"
     )

@@ -31,7 +31,7 @@ def build_app(config: BlockdConfig):
     service = BlockService(
         make_backend(config, runner), make_target(config, runner), config.target_portals
     )
-    return make_app(service, make_auth(config))
+    return make_app(service, make_auth(config), reconcile_interval_s=config.reconcile_interval_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ method and render the result; errors are raised as typed exceptions and turned i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from blockd.api.errors import error_middleware
 from blockd.auth import TOKEN_HEADER, Authenticator
-from blockd.errors import InvalidRequest
+from blockd.errors import BlockdError, InvalidRequest
 from blockd.image_import import import_image
 from blockd.model import parse_iqn, parse_size_gib, parse_uuid
 from blockd.service import BlockService
@@ -241,7 +242,23 @@ def _routes() -> list[web.RouteDef]:
     ]
 
 
-def make_app(service: BlockService, auth: Authenticator) -> web.Application:
+async def reconcile_forever(service: BlockService, interval_s: float) -> None:
+    """Re-create saved exports the running target lost (tgtd restarted under us), forever.
+
+    Each pass is one ``Target.start()``: a listing of the target, and work only for what is
+    missing. A failing pass (tgtd down right now) is logged and retried at the next interval.
+    """
+    while True:  # never ends; each pass is bounded; cancelled at shutdown
+        await asyncio.sleep(interval_s)
+        try:
+            await service.target.start()
+        except BlockdError as exc:
+            log.warning("reconciling exports failed (retry in %.0f s): %s", interval_s, exc)
+
+
+def make_app(
+    service: BlockService, auth: Authenticator, *, reconcile_interval_s: float = 0.0
+) -> web.Application:
     """The app; ``service.start()`` runs at startup, so a broken node fails before serving."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=REQUEST_BYTES_MAX
@@ -253,11 +270,18 @@ def make_app(service: BlockService, auth: Authenticator) -> web.Application:
 
     async def lifecycle(app: web.Application):
         await service.start()
+        reconciler = None
+        if reconcile_interval_s > 0:
+            reconciler = asyncio.create_task(reconcile_forever(service, reconcile_interval_s))
         async with aiohttp.ClientSession() as session:
             app[HTTP] = session
             try:
                 yield
             finally:
+                if reconciler is not None:
+                    reconciler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reconciler
                 await app[TASKS].close()
                 await service.target.close()
                 with contextlib.suppress(Exception):

@@ -329,6 +329,7 @@ class Node:
             "target_portals": [tgtd.portal],
             "tgt_conf_dir": str(workdir / "tgt-conf"),
             "tgt_control_port": tgtd.control_port,
+            "reconcile_interval_s": 1.0,
         }
         self.blockd = BlockdProcess(workdir, self.config)
         self.blockd.start()

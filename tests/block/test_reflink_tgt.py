@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.block.support import INITIATOR, OTHER_INITIATOR, Initiator
 pytestmark = [pytest.mark.root]
 
 DATA_BYTES = 4 * MiB
+RECONCILE_WAIT_S = 20.0  # the node reconciles every 1 s; generous for a loaded machine
 
 
 def test_snapshot_then_clone_reads_back_the_snapshot_time_data_over_iscsi(node):
@@ -131,3 +133,20 @@ def test_export_survives_blockd_restart_and_tgtd_restart(node):
     assert node.initiator.read(export, DATA_BYTES) == data
     with pytest.raises(subprocess.CalledProcessError):
         node.initiator.qemu_io(export, "read -q 0 4k", password="wrong-secret-123")
+
+
+def test_exports_come_back_by_themselves_after_tgtd_restarts_under_blockd(node):
+    volume = node.create_volume(1)
+    export = node.export(volume["id"])
+    data = os.urandom(DATA_BYTES)
+    node.initiator.write(export, data)
+    node.tgtd.stop()  # blockd keeps running; the tests' config reconciles every second
+    node.tgtd.start()
+    deadline = time.monotonic() + RECONCILE_WAIT_S
+    while True:
+        try:
+            assert node.initiator.read(export, DATA_BYTES) == data
+            break
+        except subprocess.CalledProcessError:
+            assert time.monotonic() < deadline, "blockd did not re-create the export"
+            time.sleep(0.5)
