@@ -120,9 +120,6 @@ def _requirements_hash() -> str:
 
 
 def _venv_dir() -> Path:
-    override = os.environ.get("SHOAL_KEYSTONE_VENV")
-    if override:
-        return Path(override)
     return _cache_root() / f"keystone-venv-{_requirements_hash()}"
 
 
@@ -167,6 +164,12 @@ def ensure_keystone_venv() -> Path:
     Raises:
         KeystoneEnvError: venv creation or pip failed (``network`` set if PyPI was unreachable).
     """
+    override = os.environ.get("SHOAL_KEYSTONE_VENV")
+    if override:  # someone else's venv: used as is, never rebuilt or deleted
+        venv = Path(override)
+        if not all((venv / "bin" / tool).is_file() for tool in ("keystone-manage", "gunicorn")):
+            raise KeystoneEnvError(f"SHOAL_KEYSTONE_VENV={override} lacks keystone or gunicorn")
+        return venv
     venv = _venv_dir()
     stamp = venv / _STAMP
     if stamp.is_file():
@@ -733,7 +736,7 @@ class Keystone:
 
 
 def _seed_dir() -> Path:
-    return _venv_dir().with_name(f"keystone-seed-{_requirements_hash()}-p{PROVISION_VERSION}")
+    return _cache_root() / f"keystone-seed-{_requirements_hash()}-p{PROVISION_VERSION}"
 
 
 def _snapshot_seed(base: Path, ids: dict[str, Any], seed: Path) -> None:
