@@ -86,3 +86,33 @@ def test_keystone_dies_with_the_process_that_started_it(keystone: Keystone):
     else:
         os.kill(gunicorn_pid, signal.SIGKILL)
         raise AssertionError("gunicorn outlived the process that started it")
+
+
+def test_without_a_reachable_package_index_the_failure_is_marked_network(tmp_path: Path):
+    """What makes the Keystone tests skip (not fail) on a machine without PyPI."""
+    script = (
+        "from tests.support.keystone import KeystoneEnvError, ensure_keystone_venv\n"
+        "try:\n    ensure_keystone_venv()\n"
+        "except KeystoneEnvError as exc:\n    print('network' if exc.network else 'broken')\n"
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PIP_") and key != "SHOAL_KEYSTONE_VENV"
+    }
+    env.update(
+        PIP_CONFIG_FILE=os.devnull,  # no mirrors from /etc/pip.conf
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",  # the discard port: nothing answers
+        PIP_NO_CACHE_DIR="1",
+        PIP_RETRIES="0",
+        SHOAL_CACHE_DIR=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.stdout.strip() == "network", done.stderr[-2000:]
