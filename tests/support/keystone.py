@@ -86,6 +86,7 @@ WORKER_THREADS = 4
 
 _STAMP = ".shoal-ready"
 _PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: no dlopen between fork and exec
 _SEED_FILES = ("keystone.db", "fernet-keys", "credential-keys", "ids.json")
 
 PYPI_PROBE_TIMEOUT_S = 10.0  # one GET of the index page for keystone, only after pip failed
@@ -287,8 +288,7 @@ def _die_with_parent() -> None:
     """In the child before exec: the kernel sends SIGINT (gunicorn's fast stop) when the test
     process dies, even by SIGKILL, so no Keystone outlives its session. (Strictly: when the
     *thread* that started it ends, so start Keystone from the main thread, as pytest does.)"""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
 
 
 def _keystone_env(etc: Path) -> dict[str, str]:
