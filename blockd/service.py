@@ -31,7 +31,10 @@ _CHAP_ALPHABET = string.ascii_letters + string.digits  # also safe in LV tags an
 
 
 def _random_text(length: int) -> str:
-    return "".join(secrets.choice(_CHAP_ALPHABET) for _ in range(length))
+    """Random letters and digits, starting with a letter: LIO parses a CHAP_N that begins with
+    "0x"/"0b" as hex/base64 and strips the prefix, so such a user name could never log in."""
+    first = secrets.choice(string.ascii_letters)
+    return first + "".join(secrets.choice(_CHAP_ALPHABET) for _ in range(length - 1))
 
 
 class KeyedLocks:
