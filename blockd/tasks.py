@@ -70,9 +70,13 @@ class TaskRegistry:
     def running_count(self) -> int:
         return sum(1 for t in self._tasks.values() if t.state == "running")
 
-    def start(self, kind: str, volume_id: str, work: Callable[[Task], Awaitable[None]]) -> Task:
+    def check_room(self) -> None:
+        """Conflict when no task can start now (checked before a request changes anything)."""
         if self.running_count() >= TASKS_RUNNING_MAX:
             raise Conflict(f"{TASKS_RUNNING_MAX} tasks are running already; retry later")
+
+    def start(self, kind: str, volume_id: str, work: Callable[[Task], Awaitable[None]]) -> Task:
+        self.check_room()
         task = Task(str(uuid.uuid4()), kind, volume_id)
         self._tasks[task.id] = task
         runner = asyncio.get_running_loop().create_task(self._run(task, work))

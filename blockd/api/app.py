@@ -100,6 +100,8 @@ async def create_volume(request: web.Request) -> web.Response:
     image = _parse_image(body.get("image"))
     if image and (body.get("snapshot_id") or body.get("source_volume_id")):
         raise InvalidRequest("an image goes into an empty volume: no snapshot_id/source_volume_id")
+    if image:
+        request.app[TASKS].check_room()  # refuse before the volume exists, not after
     service = request.app[SERVICE]
     volume = await service.create_volume(
         volume_id,
