@@ -3,24 +3,27 @@ loop that does the same file work with no HTTP.
 
 Usage (from the repository root):
     .venv/bin/python benchmarks/objectd_bench.py [--dir /srv/bench] [--concurrency 1,16]
-        [--count-4k 2000] [--count-1m 200] [--workers 1]
+        [--duration-s 4] [--rounds 3] [--client wrk|python] [--workers 1]
 
-What is compared, per object size and concurrency:
+What is compared, per object size and concurrency ``C``:
 
-- **objectd**: a real objectd process (``shoal objectd``, fsync on, as always) on a device
-  directory under ``--dir``, driven over HTTP by ``objectd.client.BackendClient`` (what the proxy
-  uses) with ``C`` requests in flight. PUT: MD5 while streaming, temp file, fsync, link into
-  place, fsync of the directories, container update off. GET: list the hash directory, read the
-  trailer and the body, verify the MD5, send.
-- **raw loop**: ``C`` threads doing the same file work straight on the disk, no HTTP: PUT = MD5,
-  write body + a metadata trailer of the same size to a temp file, fsync, makedirs, rename into a
-  hash directory, fsync of that directory (and of each parent it had to create); GET = listdir,
-  open, read, MD5, close.
+- **objectd**: a real objectd process (``shoal objectd``, fsync on, as always; one worker) on a
+  device directory under ``--dir``, loaded over HTTP with ``C`` requests in flight. PUT: MD5
+  while streaming, temp file, fsync, link into place, fsync of the directories (container updates
+  off). GET: list the hash directory, read trailer and body, verify the MD5, send. The load comes
+  from ``wrk`` (C, so the client's own CPU does not compete with objectd's on a small machine)
+  or, with ``--client python``, from ``objectd.client.BackendClient`` (the proxy's client; its
+  CPU then counts against objectd's rate).
+- **raw loop**: ``C`` threads doing the same file work on the same filesystem, no HTTP.
+  PUT = MD5, write body + a metadata trailer to a temp file, fsync, makedirs, rename into a hash
+  directory, fsync of that directory and of each parent it had to create. GET = listdir, open,
+  read, MD5, close.
 
-The ratio objectd/raw is printed for each case; the target of issue 3 is >= 0.5 for the fsynced
-PUTs. For GETs from the page cache the raw loop is microseconds per object, so the ratio there
-mostly measures the cost of an HTTP request in Python. Results: a table on stdout and
-``benchmarks/results/objectd_bench.json``.
+Every figure is a rate over ``--duration-s``; objectd and raw alternate ``--rounds`` times in
+ABBA order (a slow spell of a shared machine hits both) and the median is kept. The ratio
+objectd/raw is printed per case; the target of issue 3 is >= 0.5. For GETs served from the page
+cache the raw loop costs microseconds, so the GET ratio mostly prices one HTTP request.
+Results: a table on stdout and ``benchmarks/results/objectd_bench.json``.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -54,18 +59,49 @@ RESULTS = Path(__file__).resolve().parent / "results" / "objectd_bench.json"
 SEED_HEX = "b3c4b3c4b3c4b3c4b3c4b3c4b3c4b3c4"
 PARTITIONS = 1024  # objects spread over partitions as in a cluster: most PUTs make new dirs
 ACCOUNT, CONTAINER = "AUTH_bench", "bench"
+GET_SET_OBJECTS = 200  # GETs cycle over this many objects written beforehand
 READY_TIMEOUT_S = 30.0
 
+# --- wrk scripts: object names <prefix>-<thread>-<n>, partition n % 1024 ------------------------
+WRK_PUT = """
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+function init(args)
+   prefix = args[1]; base = tonumber(args[2]); body = string.rep("x", tonumber(args[3]))
+   counter = 0
+end
+function request()
+   counter = counter + 1
+   local path = string.format("/sda/%d/%s/%s/%s-%d-%d", counter % %PARTITIONS%, "%ACCOUNT%",
+                              "%CONTAINER%", prefix, id, counter)
+   local stamp = string.format("%.5f", base + counter * 0.00001)
+   local headers = {["X-Timestamp"] = stamp, ["Content-Type"] = "application/octet-stream"}
+   return wrk.format("PUT", path, headers, body)
+end
+"""
+WRK_GET = """
+function init(args) prefix = args[1]; count = tonumber(args[2]); counter = 0 end
+function request()
+   counter = counter % count + 1
+   local path = string.format("/sda/%d/%s/%s/%s-%d", counter % %PARTITIONS%, "%ACCOUNT%",
+                              "%CONTAINER%", prefix, counter)
+   return wrk.format("GET", path)
+end
+"""
+WRK_DONE = """
+function done(summary, latency, requests)
+   local line = "WRK_JSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"status\\": %d}\\n"
+   io.write(string.format(line, summary.requests, summary.duration, summary.errors.status))
+end
+"""
 
-def _partition_of(index: int) -> int:
-    return (index * 7919) % PARTITIONS
+
+def _script(text: str) -> str:
+    text = text.replace("%PARTITIONS%", str(PARTITIONS))
+    return text.replace("%ACCOUNT%", ACCOUNT).replace("%CONTAINER%", CONTAINER) + WRK_DONE
 
 
-def _name(run: str, index: int) -> str:
-    return f"{run}/obj-{index:08d}"
-
-
-# --- objectd over HTTP ----------------------------------------------------------------------------
+# --- objectd --------------------------------------------------------------------------------------
 class Objectd:
     """A real objectd process on ``root`` (device ``sda``)."""
 
@@ -89,9 +125,11 @@ class Objectd:
         assert self.process.stdout is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            line = self.process.stdout.readline().decode()
-            if "listening on http://" in line:
-                return int(line.split("listening on http://")[1].split(":")[1].split()[0])
+            match = re.search(
+                r"listening on http://[^:]+:(\d+)", self.process.stdout.readline().decode()
+            )
+            if match:
+                return int(match.group(1))
             if self.process.poll() is not None:
                 break
         raise RuntimeError(f"objectd did not start: {(self.root / 'objectd.log').read_text()}")
@@ -101,42 +139,76 @@ class Objectd:
         self.process.wait(timeout=30)
 
 
-async def _http_run(port: int, op: str, names: list[str], body: bytes, concurrency: int) -> float:
-    """ops/s of ``op`` (PUT or GET) over ``names`` with ``concurrency`` requests in flight."""
+def _wrk(port: int, script: Path, args: list[str], concurrency: int, duration_s: float) -> float:
+    threads = min(concurrency, 2)
+    seconds = max(1, round(duration_s))
+    command = [
+        "wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "30s",
+        "-s", str(script), f"http://127.0.0.1:{port}", "--", *args,
+    ]  # fmt: skip
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=duration_s + 60
+    )
+    match = re.search(r"WRK_JSON (\{.*\})", output.stdout)
+    if not match:
+        raise RuntimeError(f"wrk said: {output.stdout}\n{output.stderr}")
+    figures = json.loads(match.group(1))
+    if figures["status"]:
+        raise RuntimeError(f"{figures['status']} requests failed: {output.stdout}")
+    return figures["requests"] / (figures["duration_us"] / 1e6)
+
+
+async def _python_load(
+    port: int, op: str, size: int, prefix: str, concurrency: int, duration_s: float
+) -> float:
+    """The same load as the wrk scripts, from objectd's own client."""
     node = Node("127.0.0.1", port, "sda")
-    queue = list(reversed(range(len(names))))
+    body = os.urandom(size)
+    deadline = time.monotonic() + duration_s
+    done = 0
     async with BackendClient(connections_max=concurrency * 2, response_timeout_s=60) as client:
 
-        async def worker() -> None:
-            while queue:
-                index = queue.pop()
-                name, partition = names[index], _partition_of(index)
+        async def worker(thread: int) -> None:
+            nonlocal done
+            counter = 0
+            while time.monotonic() < deadline:
+                counter += 1
                 if op == "PUT":
+                    name = f"{prefix}-{thread}-{counter}"
                     headers = {
                         "X-Timestamp": Timestamp(time.time()).internal,
-                        "Content-Type": "application/octet-stream",
+                        "Content-Type": "a/b",
                     }
                     response = await client.put_object(
-                        node, partition, ACCOUNT, CONTAINER, name, headers, body
+                        node, counter % PARTITIONS, ACCOUNT, CONTAINER, name, headers, body
                     )
                     assert response.status == 201, response.status
                 else:
+                    index = (thread * 7 + counter) % GET_SET_OBJECTS + 1
+                    name = f"{prefix}-{index}"
                     async with await client.get_object(
-                        node, partition, ACCOUNT, CONTAINER, name
+                        node, index % PARTITIONS, ACCOUNT, CONTAINER, name
                     ) as stream:
                         assert stream.status == 200, stream.status
-                        data = await stream.read()
-                        assert len(data) == len(body)
+                        async for _ in stream.iter_chunks(MiB):
+                            pass
+                done += 1
 
-        await worker_warmup(client, node)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(names) / (time.perf_counter() - started)
+        started = time.monotonic()
+        await asyncio.gather(*(worker(t) for t in range(concurrency)))
+        return done / (time.monotonic() - started)
 
 
-async def worker_warmup(client: BackendClient, node: Node) -> None:
-    """One request first, so connection set-up is not part of the timing."""
-    await client.head_object(node, 0, ACCOUNT, CONTAINER, "warmup")
+async def _fill_get_set(port: int, prefix: str, size: int) -> None:
+    node = Node("127.0.0.1", port, "sda")
+    body = os.urandom(size)
+    async with BackendClient() as client:
+        for index in range(1, GET_SET_OBJECTS + 1):
+            headers = {"X-Timestamp": Timestamp(time.time()).internal, "Content-Type": "a/b"}
+            response = await client.put_object(
+                node, index % PARTITIONS, ACCOUNT, CONTAINER, f"{prefix}-{index}", headers, body
+            )
+            assert response.status == 201
 
 
 # --- the raw loop ---------------------------------------------------------------------------------
@@ -148,14 +220,17 @@ class RawDisk:
         self.tmp = root / "devices" / "sda" / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    def _hash_dir(self, index: int, name: str) -> str:
+        name_hash = self.layout.hash_of(ACCOUNT, CONTAINER, name)
+        return self.layout.object_dir("sda", index % PARTITIONS, 0, name_hash)
+
     def put(self, index: int, name: str, body: bytes) -> None:
-        etag = hashlib.md5(body).hexdigest()
         stamp = Timestamp(time.time()).internal
         metadata = {
             "name": f"/{ACCOUNT}/{CONTAINER}/{name}",
             "X-Timestamp": stamp,
             "Content-Type": "application/octet-stream",
-            "ETag": etag,
+            "ETag": hashlib.md5(body).hexdigest(),
             "Content-Length": str(len(body)),
         }
         temp = self.tmp / f"{uuid.uuid4().hex}.tmp"
@@ -166,8 +241,7 @@ class RawDisk:
             os.fsync(fd)
         finally:
             os.close(fd)
-        name_hash = self.layout.hash_of(ACCOUNT, CONTAINER, name)
-        hash_dir = self.layout.object_dir("sda", _partition_of(index), 0, name_hash)
+        hash_dir = self._hash_dir(index, name)
         created = _makedirs(hash_dir)
         os.rename(temp, os.path.join(hash_dir, f"{stamp}.data"))
         for directory in [hash_dir, *(os.path.dirname(d) for d in created)]:
@@ -178,8 +252,7 @@ class RawDisk:
                 os.close(dir_fd)
 
     def get(self, index: int, name: str, size: int) -> None:
-        name_hash = self.layout.hash_of(ACCOUNT, CONTAINER, name)
-        hash_dir = self.layout.object_dir("sda", _partition_of(index), 0, name_hash)
+        hash_dir = self._hash_dir(index, name)
         (data_name,) = os.listdir(hash_dir)
         fd = os.open(os.path.join(hash_dir, data_name), os.O_RDONLY)
         try:
@@ -204,71 +277,94 @@ def _makedirs(path: str) -> list[str]:
     return created
 
 
-def _raw_run(disk: RawDisk, op: str, names: list[str], body: bytes, concurrency: int) -> float:
-    indexes = iter(range(len(names)))
+def _raw_load(
+    disk: RawDisk, op: str, size: int, prefix: str, concurrency: int, duration_s: float
+) -> float:
+    body = os.urandom(size)
+    deadline = time.monotonic() + duration_s
+    counts = [0] * concurrency
+    lock = threading.Lock()
 
-    def worker() -> None:
-        for index in indexes:  # a shared iterator: each index is taken once
+    def worker(thread: int) -> None:
+        counter = 0
+        while time.monotonic() < deadline:
+            counter += 1
             if op == "PUT":
-                disk.put(index, names[index], body)
+                disk.put(counter, f"{prefix}-{thread}-{counter}", body)
             else:
-                disk.get(index, names[index], len(body))
+                index = (thread * 7 + counter) % GET_SET_OBJECTS + 1
+                disk.get(index, f"{prefix}-{index}", size)
+            with lock:
+                counts[thread] += 1
 
+    started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        started = time.perf_counter()
-        for future in [pool.submit(worker) for _ in range(concurrency)]:
+        for future in [pool.submit(worker, t) for t in range(concurrency)]:
             future.result()
-        return len(names) / (time.perf_counter() - started)
+    return sum(counts) / (time.monotonic() - started)
 
 
 # --- the comparison -------------------------------------------------------------------------------
-def run_case(
-    root: Path, objectd: Objectd, size: int, count: int, concurrency: int, rounds: int
-) -> dict:
-    """Alternate objectd and the raw loop, ``rounds`` times each (ABBA order, so that a slow
-    spell of a busy machine hits both), and keep the median rate of each."""
-    body = os.urandom(size)
-    disk = RawDisk(root / "raw")
-    per_round = max(1, count // rounds)
-    rates: dict[str, list[float]] = {
-        "objectd_put": [],
-        "raw_put": [],
-        "objectd_get": [],
-        "raw_get": [],
-    }
-    for index in range(rounds):
-        run = uuid.uuid4().hex[:8]
-        names = [_name(run, i) for i in range(per_round)]
-        raw_names = [_name(run + "-raw", i) for i in range(per_round)]
-        steps = [
-            (
-                "objectd",
-                lambda op, n=names: uvloop.run(_http_run(objectd.port, op, n, body, concurrency)),
-            ),
-            ("raw", lambda op, n=raw_names: _raw_run(disk, op, n, body, concurrency)),
-        ]
-        if index % 2:
-            steps.reverse()
-        for op in ("PUT", "GET"):
-            for label, step in steps:
-                rates[f"{label}_{op.lower()}"].append(step(op))
-    medians = {key: statistics.median(values) for key, values in rates.items()}
-    return {
-        "size_bytes": size,
-        "count": per_round * rounds,
-        "concurrency": concurrency,
-        "rounds": rounds,
-        "objectd_put_ops_s": round(medians["objectd_put"], 1),
-        "raw_put_ops_s": round(medians["raw_put"], 1),
-        "put_ratio": round(medians["objectd_put"] / medians["raw_put"], 3),
-        "objectd_get_ops_s": round(medians["objectd_get"], 1),
-        "raw_get_ops_s": round(medians["raw_get"], 1),
-        "get_ratio": round(medians["objectd_get"] / medians["raw_get"], 3),
-        "samples": {key: [round(v, 1) for v in values] for key, values in rates.items()},
-    }
+class Bench:
+    def __init__(self, root: Path, objectd: Objectd, client: str, duration_s: float):
+        self.root = root
+        self.objectd = objectd
+        self.client = client
+        self.duration_s = duration_s
+        self.disk = RawDisk(root / "raw")
+        self.scripts = root / "wrk"
+        self.scripts.mkdir(exist_ok=True)
+        (self.scripts / "put.lua").write_text(_script(WRK_PUT))
+        (self.scripts / "get.lua").write_text(_script(WRK_GET))
+
+    def objectd_rate(self, op: str, size: int, prefix: str, concurrency: int) -> float:
+        if self.client == "python":
+            load = _python_load(self.objectd.port, op, size, prefix, concurrency, self.duration_s)
+            return uvloop.run(load)
+        if op == "PUT":
+            args = [prefix, f"{time.time():.5f}", str(size)]
+        else:
+            args = [prefix, str(GET_SET_OBJECTS)]
+        script = self.scripts / f"{op.lower()}.lua"
+        return _wrk(self.objectd.port, script, args, concurrency, self.duration_s)
+
+    def raw_rate(self, op: str, size: int, prefix: str, concurrency: int) -> float:
+        return _raw_load(self.disk, op, size, prefix, concurrency, self.duration_s)
+
+    def case(self, size: int, concurrency: int, rounds: int) -> dict:
+        """Alternate objectd and raw ``rounds`` times (ABBA), keep the medians."""
+        get_prefix = f"get-{uuid.uuid4().hex[:8]}"
+        uvloop.run(_fill_get_set(self.objectd.port, get_prefix, size))
+        raw_body = os.urandom(size)
+        for index in range(1, GET_SET_OBJECTS + 1):
+            self.disk.put(index, f"{get_prefix}-{index}", raw_body)
+        rates: dict[str, list[float]] = {
+            key: [] for key in ("objectd_put", "raw_put", "objectd_get", "raw_get")
+        }
+        for index in range(rounds):
+            sides = [("objectd", self.objectd_rate), ("raw", self.raw_rate)]
+            if index % 2:
+                sides.reverse()
+            for op in ("PUT", "GET"):
+                for label, rate in sides:
+                    prefix = f"put-{uuid.uuid4().hex[:8]}" if op == "PUT" else get_prefix
+                    rates[f"{label}_{op.lower()}"].append(rate(op, size, prefix, concurrency))
+        medians = {key: statistics.median(values) for key, values in rates.items()}
+        return {
+            "size_bytes": size,
+            "concurrency": concurrency,
+            "objectd_put_ops_s": round(medians["objectd_put"], 1),
+            "raw_put_ops_s": round(medians["raw_put"], 1),
+            "put_ratio": round(medians["objectd_put"] / medians["raw_put"], 3),
+            "objectd_get_ops_s": round(medians["objectd_get"], 1),
+            "raw_get_ops_s": round(medians["raw_get"], 1),
+            "get_ratio": round(medians["objectd_get"] / medians["raw_get"], 3),
+            "samples": {key: [round(v, 1) for v in values] for key, values in rates.items()},
+        }
 
 
-def _print_table(rows: list[dict]) -> None:
+def _print_table(rows: list[dict], client: str) -> None:
+    print(f"objectd (load from {client}) vs raw file loop; ops/s, median of rounds")
     header = f"{'size':>6} {'C':>3} | {'objectd PUT/s':>13} {'raw PUT/s':>10} {'ratio':>6} | "
     header += f"{'objectd GET/s':>13} {'raw GET/s':>10} {'ratio':>6}"
     print(header)
@@ -287,26 +383,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, help="where the device directories go (a real disk)")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated in-flight counts")
-    parser.add_argument("--count-4k", type=int, default=2000, help="objects per 4 KiB case")
-    parser.add_argument("--count-1m", type=int, default=200, help="objects per 1 MiB case")
+    parser.add_argument("--duration-s", type=int, default=4, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of objectd and raw")
+    parser.add_argument("--sizes", default="4096,1048576", help="object sizes in bytes")
     parser.add_argument("--workers", type=int, default=1, help="objectd worker processes")
-    parser.add_argument("--rounds", type=int, default=5, help="alternations of objectd and raw")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator for objectd (default wrk when installed)",
+    )
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="objectd-bench-", dir=args.dir))
     objectd = Objectd(root / "objectd", args.workers)
+    bench = Bench(root, objectd, args.client, args.duration_s)
     rows = []
     try:
         for concurrency in (int(c) for c in args.concurrency.split(",")):
-            rows.append(run_case(root, objectd, 4 * KiB, args.count_4k, concurrency, args.rounds))
-            rows.append(run_case(root, objectd, 1 * MiB, args.count_1m, concurrency, args.rounds))
+            for size in (int(s) for s in args.sizes.split(",")):
+                rows.append(bench.case(size, concurrency, args.rounds))
     finally:
         objectd.stop()
         shutil.rmtree(root, ignore_errors=True)
-    _print_table(rows)
+    _print_table(rows, args.client)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"cases": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=2)
-    )
+    report = {"cases": rows, "args": {key: str(value) for key, value in vars(args).items()}}
+    RESULTS.write_text(json.dumps(report, indent=2))
     print(f"\nresults: {RESULTS}")
     return 0
 

@@ -102,7 +102,7 @@ class ObjectdConfig:
         check=_reserve_ok,
     )
     threads_per_device: int = option(
-        8, "disk threads per device (one slow disk cannot starve others)", check=lambda v: v >= 1
+        16, "disk threads per device (one slow disk cannot starve others)", check=lambda v: v >= 1
     )
     conn_timeout_s: float = option(
         0.5, "connect timeout for container updates", check=lambda v: v > 0

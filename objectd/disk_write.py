@@ -185,15 +185,17 @@ class ObjectWriter:
             self.abort()
             raise
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, chunks: list[bytes]) -> None:
+        """Append ``chunks`` (network chunks, written with one writev, never joined)."""
         assert self._temp is not None, "write before open"
-        self.devices.io.write(self._temp.fd, data)
-        self._md5.update(data)
-        self.bytes_written += len(data)
+        self.devices.io.writev(self._temp.fd, chunks)
+        for chunk in chunks:
+            self._md5.update(chunk)
+            self.bytes_written += len(chunk)
 
     def commit(
         self,
-        last: bytes | bytearray,
+        last: list[bytes],
         metadata: dict[str, str],
         timestamp: Timestamp,
         client_etag: str | None,
@@ -250,7 +252,7 @@ def put_small(
 ) -> str:
     """A whole small PUT in one thread hop: open, write, fsync, link, fsync dirs, clean up."""
     writer.open(timestamp, if_none_match_star, precheck=False)
-    return writer.commit(body, metadata, timestamp, client_etag, if_none_match_star)
+    return writer.commit([body], metadata, timestamp, client_etag, if_none_match_star)
 
 
 def write_marker(

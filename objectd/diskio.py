@@ -39,6 +39,7 @@ OPERATIONS = (
 )
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_IOV_MAX = 1024  # Linux limit of buffers per writev
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,6 +139,21 @@ class DiskIO:
         while view:
             written = os.write(fd, view)
             view = view[written:]
+
+    def writev(self, fd: int, buffers: list[bytes]) -> None:
+        """Write all of ``buffers`` in order with as few ``writev`` calls as the kernel allows
+        (no joining copy of the network chunks)."""
+        if self._check:
+            self._check("write")
+        pending = [memoryview(b) for b in buffers if b]
+        while pending:
+            written = os.writev(fd, pending[:_IOV_MAX])
+            while written and pending:
+                if written >= len(pending[0]):
+                    written -= len(pending.pop(0))
+                else:
+                    pending[0] = pending[0][written:]
+                    written = 0
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         if self._check:

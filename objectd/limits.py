@@ -17,9 +17,10 @@ SMALL_BODY_BYTES_MAX = 64 * KiB
 an object file up to this size (body + metadata) is read whole in the hop that opens it. Swift's
 median object is far below this, so most requests cost exactly one hop to the disk thread."""
 
-WRITE_BUFFER_BYTES = 1 * MiB
-"""A streamed PUT hands the disk thread this much at a time: fewer hops than one per network
-chunk, while the loop keeps reading the next buffer (one write in flight per request)."""
+WRITE_BUFFER_BYTES = 256 * KiB
+"""A streamed PUT hands the disk thread this much at a time (one writev + MD5 per hop): fewer
+hops than one per network chunk, small enough that hashing and writing the first part of a body
+overlaps with receiving the rest (one disk write in flight per request)."""
 
 VERIFY_READ_BYTES = 1 * MiB
 """Reads of the MD5 check of a whole-object GET (page cache, so large reads are cheapest)."""
