@@ -40,6 +40,8 @@ class TgtState:
     backing_store: str | None = None
     accounts: list[str] = dataclasses.field(default_factory=list)
     initiators: list[str] = dataclasses.field(default_factory=list)
+    #: logged-in sessions: (session id, initiator IQN, connection ids)
+    sessions: list[tuple[int, str, list[int]]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,8 @@ def parse_show(stdout: str) -> dict[str, TgtState]:
             continue
         elif raw.startswith("    ") and not raw.startswith("     ") and line.endswith(":"):
             section = line[:-1]
+        elif section == "I_T nexus information":
+            _parse_nexus_line(current, line)
         elif line.startswith("Backing store path:") and section == "LUN information":
             path = line.split(":", 1)[1].strip()
             if path != "None":
@@ -77,6 +81,19 @@ def parse_show(stdout: str) -> dict[str, TgtState]:
         elif section == "ACL information" and raw.startswith("        "):
             current.initiators.append(line)
     return targets
+
+
+def _parse_nexus_line(state: TgtState, line: str) -> None:
+    """One line of an I_T nexus block: ``I_T nexus: <sid>``, ``Initiator: <iqn> alias: ...``,
+    ``Connection: <cid>`` (and ``IP Address:``, ignored)."""
+    key, _, value = line.partition(":")
+    if key == "I_T nexus":
+        state.sessions.append((int(value), "", []))
+    elif key == "Initiator" and state.sessions:
+        sid, _, cids = state.sessions[-1]
+        state.sessions[-1] = (sid, value.split()[0], cids)
+    elif key == "Connection" and state.sessions:
+        state.sessions[-1][2].append(int(value))
 
 
 def render_conf(conf: TgtConf) -> str:
@@ -197,6 +214,20 @@ class TgtTarget:
         await self._tgtadm(
             "--op", op, "--mode", "target", "--tid", str(state.tid), "--initiator-name", initiator
         )
+        if not bind:
+            await self._disconnect(state, initiator)
+
+    async def _disconnect(self, state: TgtState, initiator: str) -> None:
+        """Close the initiator's live connections: tgt checks its ACL only at login, and an
+        unexported initiator must lose access now, not at its next login."""
+        for sid, who, cids in state.sessions:
+            if who != initiator:
+                continue
+            for cid in cids:
+                await self._tgtadm(
+                    "--op", "delete", "--mode", "conn", "--tid", str(state.tid),
+                    "--sid", str(sid), "--cid", str(cid), check=False,
+                )  # fmt: skip
 
     async def _apply(self, conf: TgtConf, targets: dict[str, TgtState]) -> None:
         """Make tgtd's state for one target equal the saved ``conf``."""

@@ -281,6 +281,14 @@ class Initiator:
             )
         return result.stdout
 
+    def start_qemu_io(self, export: dict, *commands: str) -> subprocess.Popen:
+        """qemu-io in the background (one login for all ``commands``); the caller communicates."""
+        secret, opts = self._opts(export, export["auth_password"])
+        argv = ["qemu-io", *secret, "--image-opts", opts]
+        for command in commands:
+            argv += ["-c", command]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def write(self, export: dict, data: bytes, offset: int = 0) -> None:
         """Write ``data`` at ``offset`` through iSCSI (qemu-io's write from a source file)."""
         source = self.workdir / f"write-{os.getpid()}.bin"

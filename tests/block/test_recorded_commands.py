@@ -141,3 +141,26 @@ def test_new_tgt_export_takes_the_next_tid_and_binds_account_and_initiator(tmp_p
     ]
     assert parse_conf((tmp_path / f"volume-{NEW}.conf").read_text()).initiators == ("iqn.y:1",)
     assert (tmp_path / f"volume-{NEW}.conf").stat().st_mode & 0o077 == 0  # holds a secret
+
+
+def test_tgtadm_show_lists_logged_in_sessions_and_unexport_closes_them(tmp_path):
+    shown = (RECORDINGS / "tgtadm_show_session.txt").read_text()
+    iqn = "iqn.2010-10.org.openstack:volume-55555555-5555-5555-5555-555555555555"
+    state = parse_show(shown)[iqn]
+    assert state.sessions == [(1, "iqn.2024-01.org.example:compute-1", [0])]
+    assert state.initiators == ["iqn.2024-01.org.example:compute-1"]
+    assert parse_show(TGT_SHOW)[f"iqn.2010-10.org.openstack:volume-{VOLUME_1}"].sessions == []
+
+    runner = ReplayRunner({("tgtadm", "--lld", "iscsi", "--op", "show"): (0, shown, "")})
+    target = TgtTarget(runner, tmp_path, "iqn.2010-10.org.openstack:")
+    conf = TgtConf(iqn, "/v/x", Chap("u", "p"), ("iqn.2024-01.org.example:compute-1", "iqn.z:2"))
+    (tmp_path / "volume-55555555-5555-5555-5555-555555555555.conf").write_text(render_conf(conf))
+    asyncio.run(target.unexport("volume-55555555-5555-5555-5555-555555555555",
+                                "iqn.2024-01.org.example:compute-1"))  # fmt: skip
+    changes = [argv[4:] for argv in runner.argvs if argv[4] != "show"]
+    assert changes == [
+        ("bind", "--mode", "target", "--tid", "1", "--initiator-name", "iqn.z:2"),
+        ("unbind", "--mode", "target", "--tid", "1", "--initiator-name",
+         "iqn.2024-01.org.example:compute-1"),
+        ("delete", "--mode", "conn", "--tid", "1", "--sid", "1", "--cid", "0"),
+    ]  # fmt: skip

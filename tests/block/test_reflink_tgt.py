@@ -150,3 +150,26 @@ def test_exports_come_back_by_themselves_after_tgtd_restarts_under_blockd(node):
         except subprocess.CalledProcessError:
             assert time.monotonic() < deadline, "blockd did not re-create the export"
             time.sleep(0.5)
+
+
+def test_unexport_cuts_an_initiator_that_is_logged_in(node, tmp_path):
+    volume = node.create_volume(1)
+    export = node.export(volume["id"])
+    node.export(volume["id"], OTHER_INITIATOR)
+    stranger = Initiator(OTHER_INITIATOR, tmp_path)
+    show = ("--lld", "iscsi", "--op", "show", "--mode", "target")
+    # one login: read, wait while blockd unexports this initiator, then try to read again
+    session = stranger.start_qemu_io(export, "read 0 4k", "sleep 3000", "read 0 4k")
+    try:
+        deadline = time.monotonic() + 30
+        while f"Initiator: {OTHER_INITIATOR}" not in node.tgtd.tgtadm(*show).stdout:
+            assert time.monotonic() < deadline and session.poll() is None, "no login"
+            time.sleep(0.1)
+        node.api.ok("DELETE", f"/v1/volumes/{volume['id']}/exports/{OTHER_INITIATOR}", status=204)
+        assert f"Initiator: {OTHER_INITIATOR}" not in node.tgtd.tgtadm(*show).stdout
+        time.sleep(6)  # the second read was due at 3 s: it hangs on reconnects the ACL refuses
+        assert session.poll() is None, "the unexported initiator completed a read"
+    finally:
+        session.kill()
+        session.communicate(timeout=30)
+    node.initiator.qemu_io(export, "read -q 0 4k")  # the still-exported initiator is untouched
