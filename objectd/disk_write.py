@@ -209,12 +209,14 @@ class ObjectWriter:
         """
         assert self._temp is not None, "commit before open"
         try:
-            if last:
-                self.write(last)
+            for chunk in last:
+                self._md5.update(chunk)
+                self.bytes_written += len(chunk)
             etag = self._check_body(client_etag)
             metadata["ETag"] = etag
             metadata["Content-Length"] = str(self.bytes_written)
-            self.devices.io.write(self._temp.fd, encode_trailer(metadata, self.bytes_written))
+            trailer = encode_trailer(metadata, self.bytes_written)
+            self.devices.io.writev(self._temp.fd, [*last, trailer])  # tail and trailer: one call
             self.devices.io.fsync(self._temp.fd)
             names = _list(self.devices, self.hash_dir)
             _refuse_older(choose_files(names), timestamp, if_none_match_star)
