@@ -63,4 +63,4 @@ def test_lvm_thin_and_lio_pass_inside_the_guest(guest_dir, tmp_path):
     suite = ET.parse(tmp_path / "share" / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     ran = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
-    assert ran >= 6 and int(suite.get("failures", 0)) == int(suite.get("errors", 0)) == 0, output
+    assert ran >= 7 and int(suite.get("failures", 0)) == int(suite.get("errors", 0)) == 0, output

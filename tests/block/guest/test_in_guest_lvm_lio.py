@@ -61,13 +61,14 @@ class Iscsiadm:
         target = export["target_iqn"]
         return ["iscsiadm", "-m", "node", "-T", target, "-p", PORTAL, "-I", self.iface]
 
-    def login(self, export: dict, password: str | None = None) -> None:
+    def login(self, export: dict, password: str | None = None, **extra: str) -> None:
         node = self._node(export)
         sh(*node, "-o", "new")
         settings = {
             "node.session.auth.authmethod": "CHAP",
             "node.session.auth.username": export["auth_username"],
             "node.session.auth.password": password or export["auth_password"],
+            **{name.replace("__", "."): value for name, value in extra.items()},
         }
         for name, value in settings.items():
             sh(*node, "-o", "update", "-n", name, "-v", value)
@@ -218,6 +219,19 @@ def test_wrong_chap_and_unlisted_initiator_are_rejected(node):
         stranger.login(export)  # the right CHAP secret, but no ACL for this IQN
     node.iscsi.login(export)
     node.iscsi.device(export)
+    node.iscsi.logout(export)
+
+
+def test_unexport_cuts_a_logged_in_initiator_off(node):
+    volume = node.create_volume(1)
+    export = node.export(volume["id"])
+    # fail I/O 5 s after the session drops instead of open-iscsi's default 120 s of retrying
+    node.iscsi.login(export, node__session__timeo__replacement_timeout="5")
+    device = node.iscsi.device(export)
+    assert len(read(device, MiB)) == MiB
+    node.api.ok("DELETE", f"/v1/volumes/{volume['id']}/exports/{own_initiator()}", status=204)
+    with pytest.raises(subprocess.CalledProcessError):
+        read(device, MiB, offset=8 * MiB)  # LIO dropped the session with the ACL
     node.iscsi.logout(export)
 
 
