@@ -2,7 +2,7 @@
 and a real iSCSI initiator (QEMU's libiscsi block driver via qemu-io / qemu-img, libiscsi's
 iscsi-readcapacity16).
 
-Public: :func:`xfs_mount`, :class:`Tgtd`, :class:`BlockdProcess`, :class:`BlockdClient`,
+Public: :func:`reflink_mount`, :class:`Tgtd`, :class:`BlockdProcess`, :class:`BlockdClient`,
 :class:`Initiator`, :func:`free_port`, :func:`require`.
 
 Nothing is faked: blockd runs as ``python -m blockd`` with a TOML config, tgtd binds a free port on
@@ -59,14 +59,20 @@ def run(*argv: str, check: bool = True, timeout: float = COMMAND_TIMEOUT_S):
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
 
 
+MKFS = {  # file systems with reflink (FICLONE), as blockd's reflink backend needs
+    "xfs": ("mkfs.xfs", "-q", "-m", "reflink=1"),
+    "btrfs": ("mkfs.btrfs", "-q"),
+}
+
+
 @contextlib.contextmanager
-def xfs_mount(size: str = "8G") -> Iterator[Path]:
-    """A fresh XFS with reflink on a sparse loop file, mounted on a temp dir; gone afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="shoal-blockd-xfs-"))
-    image, mountpoint = base / "xfs.img", base / "mnt"
+def reflink_mount(size: str = "8G", fs: str = "xfs") -> Iterator[Path]:
+    """A fresh XFS (reflink=1) or btrfs on a sparse loop file, mounted on a temp dir; gone after."""
+    base = Path(tempfile.mkdtemp(prefix=f"shoal-blockd-{fs}-"))
+    image, mountpoint = base / f"{fs}.img", base / "mnt"
     mountpoint.mkdir()
     run("truncate", "-s", size, str(image))
-    run("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
+    run(*MKFS[fs], str(image))
     loop = run("losetup", "--find", "--show", str(image)).stdout.strip()
     try:
         run("mount", loop, str(mountpoint))
@@ -358,10 +364,10 @@ class Node:
 
 
 @contextlib.contextmanager
-def host_node(workdir: Path, xfs_size: str = "8G") -> Iterator[Node]:
+def host_node(workdir: Path, xfs_size: str = "8G", fs: str = "xfs") -> Iterator[Node]:
     """A :class:`Node` for the duration of the block; everything started is stopped after."""
-    require("tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-readcapacity16", "mkfs.xfs", "losetup")
-    with xfs_mount(xfs_size) as mount:
+    require("tgtd", "tgtadm", "qemu-io", "qemu-img", "iscsi-readcapacity16", MKFS[fs][0], "losetup")
+    with reflink_mount(xfs_size, fs) as mount:
         tgtd = Tgtd(workdir)
         tgtd.start()
         node = None
