@@ -25,7 +25,6 @@ Everything is deterministic for a given builder state and seed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import time
@@ -40,7 +39,7 @@ from ring.tiers import ROOT, TierTree
 
 PART_POWER_MAX = 24  # 16 Mi partitions: ~50 MiB per replica of dev ids; plenty for a cluster
 MIN_PART_HOURS_MAX = 65_535
-BALANCE_PASSES_MAX = 6  # each pass is O(partition-replicas); passes stop early when balanced
+BALANCE_PASSES_MAX = 24  # each pass is O(partition-replicas); passes stop early when balanced
 NONE = -1  # an unassigned partition-replica
 
 Progress = Callable[[str, int, int], None]
@@ -63,7 +62,9 @@ class RingBuilder:
 
     def __init__(self, part_power: int, replicas: int, min_part_hours: int = 1):
         if not isinstance(part_power, int) or not 0 <= part_power <= PART_POWER_MAX:
-            raise RingBuilderError(f"part_power must be an integer 0..{PART_POWER_MAX}, got {part_power!r}")
+            raise RingBuilderError(
+                f"part_power must be an integer 0..{PART_POWER_MAX}, got {part_power!r}"
+            )
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
             raise RingBuilderError(f"replicas must be an integer >= 1, got {replicas!r}")
         if not isinstance(min_part_hours, int) or not 0 <= min_part_hours <= MIN_PART_HOURS_MAX:
@@ -91,7 +92,11 @@ class RingBuilder:
         dev = {key: dev[key] for key in DEVICE_KEYS if key in dev}
         validate_device(dev)
         for other in self.live_devs():
-            if (other["ip"], other["port"], other["device"]) == (dev["ip"], dev["port"], dev["device"]):
+            if (other["ip"], other["port"], other["device"]) == (
+                dev["ip"],
+                dev["port"],
+                dev["device"],
+            ):
                 raise RingBuilderError(
                     f"duplicate device {dev['ip']}:{dev['port']}/{dev['device']} (already d{other['id']})"
                 )
@@ -117,7 +122,11 @@ class RingBuilder:
         return [d for d in self.live_devs() if matches(d, criteria)]
 
     def _dev(self, dev_id: int) -> dict[str, Any]:
-        if not 0 <= dev_id < len(self.devs) or self.devs[dev_id] is None or self.devs[dev_id].get("removed"):
+        if (
+            not 0 <= dev_id < len(self.devs)
+            or self.devs[dev_id] is None
+            or self.devs[dev_id].get("removed")
+        ):
             raise RingBuilderError(f"no device with id {dev_id}")
         return self.devs[dev_id]  # type: ignore[return-value]
 
@@ -139,7 +148,11 @@ class RingBuilder:
     # ---- rebalance -------------------------------------------------------------------------
 
     def rebalance(
-        self, seed: int | None = None, *, now_s: float | None = None, progress: Progress | None = None
+        self,
+        seed: int | None = None,
+        *,
+        now_s: float | None = None,
+        progress: Progress | None = None,
     ) -> RebalanceReport:
         """Place every partition-replica; see the module docstring. Deterministic per seed."""
         weighted = [d for d in self.live_devs() if d["weight"] > 0]
@@ -149,7 +162,9 @@ class RingBuilder:
             )
         rng = random.Random(self.version if seed is None else seed)
         now_hour = int((time.time() if now_s is None else now_s) // 3600)
-        run = _Rebalance(self, TierTree(self.devs, self.partition_count, self.replicas), rng, now_hour)
+        run = _Rebalance(
+            self, TierTree(self.devs, self.partition_count, self.replicas), rng, now_hour
+        )
         passes = run.run(progress)
         removed = 0
         for dev in self.devs:
@@ -158,7 +173,7 @@ class RingBuilder:
                 removed += 1
         self.version += 1
         self.devs_changed = False
-        self.check_valid()
+        self.check_valid(just_rebalanced=True)
         total = self.partition_count * self.replicas
         return RebalanceReport(
             parts_moved=run.moved,
@@ -205,25 +220,35 @@ class RingBuilder:
     def _part_devs(self, part: int) -> list[int]:
         return [row[part] for row in self.replica2part2dev]
 
-    def check_valid(self) -> None:
+    def check_valid(self, *, just_rebalanced: bool = False) -> None:
         """Raise :class:`RingValidationError` unless the assignment is complete and consistent.
 
-        Every partition-replica is on a present device with weight, no partition has two replicas
-        on one device, and the devices' counts add up to partitions x replicas.
+        Every partition-replica is on a present device (right after a rebalance: one with
+        weight, not being removed), no partition has two replicas on one device, and the
+        devices' counts add up to partitions x replicas.
         """
         if len(self.replica2part2dev) != self.replicas:
-            raise RingValidationError(f"{len(self.replica2part2dev)} replica rows for {self.replicas} replicas")
-        live = {d["id"] for d in self.live_devs() if d["weight"] > 0}
+            raise RingValidationError(
+                f"{len(self.replica2part2dev)} replica rows for {self.replicas} replicas"
+            )
+        if just_rebalanced:
+            live = {d["id"] for d in self.live_devs() if d["weight"] > 0}
+        else:
+            live = {d["id"] for d in self.devs if d is not None}
         for row in self.replica2part2dev:
             if len(row) != self.partition_count:
-                raise RingValidationError(f"replica row of {len(row)} for {self.partition_count} partitions")
+                raise RingValidationError(
+                    f"replica row of {len(row)} for {self.partition_count} partitions"
+                )
             stray = set(row) - live
             if stray:
                 raise RingValidationError(f"partition-replicas on missing devices {sorted(stray)}")
         if self.replicas > 1:
             for part, devs in enumerate(zip(*self.replica2part2dev, strict=True)):
                 if len(set(devs)) != len(devs):
-                    raise RingValidationError(f"partition {part} has two replicas on one device: {devs}")
+                    raise RingValidationError(
+                        f"partition {part} has two replicas on one device: {devs}"
+                    )
         if sum(self.dev_part_counts().values()) != self.partition_count * self.replicas:
             raise RingValidationError("device counts do not add up to partitions x replicas")
 
@@ -274,7 +299,7 @@ def _overfull_node(tree: TierTree, devs: list[int]) -> int | None:
     for chain in chains:
         counts.update(chain)
     for node, count in counts.items():  # chains are listed top-down, so regions come first
-        if count > 1 and count > tree.child_cap(tree.parent[node]):
+        if count > 1 and count > tree.cap[node] and tree.has_room_beside(node, counts):
             return node
     return None
 
@@ -294,6 +319,7 @@ class _Rebalance:
 
     def run(self, progress: Progress | None) -> int:
         b = self.b
+        self.first_build = not b.replica2part2dev  # no data anywhere yet: nothing to lock
         if not b.replica2part2dev:
             b.replica2part2dev = [array("i", [NONE]) * b.partition_count for _ in range(b.replicas)]
         for dev_id, count in b.dev_part_counts().items():
@@ -314,6 +340,8 @@ class _Rebalance:
             self.assigned[node] += delta
 
     def _locked(self, part: int) -> bool:
+        if self.first_build:
+            return False
         if part in self.moved_parts:
             return True
         return self.now_hour - self.b.last_moved_hour[part] < self.b.min_part_hours
@@ -339,8 +367,9 @@ class _Rebalance:
                     self.previous[(part, replica)] = dev_id
                     row[part] = NONE
                     gathered.append((part, replica))
-        for part, _ in gathered:
-            self.moved_parts.add(part)
+        for part, replica in gathered:
+            if self.previous[(part, replica)] != NONE:  # a first placement is not a move
+                self.moved_parts.add(part)
         return gathered
 
     def _gather_badly_dispersed(self) -> list[tuple[int, int]]:
@@ -365,7 +394,7 @@ class _Rebalance:
         return gathered
 
     def _balanced(self) -> bool:
-        for node, dev_id in self.tree.node_dev.items():
+        for node in self.tree.node_dev:
             target = self.tree.target[node]
             if abs(self.assigned[node] - target) > max(1.0, 0.01 * target):
                 return False
@@ -375,49 +404,111 @@ class _Rebalance:
         """Move replicas from over-target devices to devices short of at least one replica.
 
         A move is made only if every failure domain it leaves (region, zone, host, device) is
-        over its target and the device it reaches is short by at least one whole replica, so
-        rounding alone never moves anything, and no domain is drained below its share to feed
+        over its target and the device it reaches is short by at least one whole replica (or
+        short at all, when the source is over by more than one), so rounding alone never moves
+        anything, and no domain is drained below its share to feed
         another. The destination is what the tree walk picks for the partition, so a move
         never worsens dispersion.
         """
+        if self._balanced():
+            return 0
+        moved = 0
+        # The most overloaded devices shed first, so they feed the neediest devices before the
+        # ones over by a fraction do: fewer moves in total.
+        # A relaxed pass then serves domains (a zone, a host) short as a whole when no single
+        # device in them is short of a whole replica.
+        for excess_min in (1.0 + 1e-9, 0.0):
+            if self._balanced():
+                return moved
+            moved += self._move_pass(excess_min, relaxed=False)
+        if not moved and not self._balanced():
+            # A relaxed move starts a chain; one at a time, so the strict passes finish each
+            # chain before another starts, and movement stays close to what is needed.
+            moved += self._move_pass(-1e-9, relaxed=True, moves_max=1)
+        return moved
+
+    def _move_pass(self, excess_min: float, relaxed: bool, moves_max: int | None = None) -> int:
         tree = self.tree
         assigned = self.assigned
         target = tree.target
-        needy = sum(1 for n in tree.node_dev if target[n] - assigned[n] >= 1 - 1e-9)
-        if not needy:
-            return 0
         rows = self.b.replica2part2dev
         chain = tree.chain
         moved = 0
-        for part in self._permuted_parts():
-            if needy <= 0:
+        for index, part in enumerate(self._permuted_parts()):
+            if moves_max is not None and moved >= moves_max:
+                break
+            if index % 4096 == 4095 and self._balanced():
                 break
             if self._locked(part):
                 continue
             for replica, row in enumerate(rows):
                 dev_id = row[part]
-                if dev_id == NONE or assigned[chain[dev_id][-1]] <= target[chain[dev_id][-1]]:
+                if dev_id == NONE:
+                    continue
+                source_node = chain[dev_id][-1]
+                excess = assigned[source_node] - target[source_node]
+                if excess <= excess_min:
                     continue
                 others = [r[part] for i, r in enumerate(rows) if i != replica]
                 self._count(dev_id, -1)  # choose as if it had left, so its own domain competes
-                dest = self._choose(others)
+                dest = self._choose(others, dev_id)
                 self._count(dev_id, 1)
-                dest_node = chain[dest][-1]
-                if dest == dev_id or target[dest_node] - assigned[dest_node] < 1 - 1e-9:
+                if dest == dev_id or not self._worth_moving(chain[dev_id], chain[dest], relaxed):
                     continue
-                shared = set(chain[dest])
-                if any(assigned[n] <= target[n] for n in chain[dev_id] if n not in shared):
-                    continue  # would drain a domain below its share
                 self._take(part, replica)
                 row[part] = dest
                 self._count(dest, 1)
                 self.b.last_moved_hour[part] = self.now_hour
-                self.moved += 1
+                if not self.first_build:
+                    self.moved += 1
                 moved += 1
-                if target[dest_node] - assigned[dest_node] < 1 - 1e-9:
-                    needy -= 1
                 break
         return moved
+
+    def _worth_moving(self, source: tuple[int, ...], dest: tuple[int, ...], relaxed: bool) -> bool:
+        """Whether moving one replica from ``source`` to ``dest`` (device chains) helps balance.
+
+        Every domain left (from where the two chains part, down to the device) must be over its
+        target, so no domain is drained below its share to feed another. Then the device reached
+        must be short of a whole replica; in a relaxed pass it is enough that it is short at all
+        and the domain reached, where the chains part, is short of a whole replica (or short at
+        all while the domain left is over by more than one). Rounding alone never moves anything.
+        """
+        assigned = self.assigned
+        target = self.tree.target
+        device_gap = target[dest[-1]] - assigned[dest[-1]]
+        source_excess = assigned[source[-1]] - target[source[-1]]
+        if device_gap <= 1e-9:
+            # Relaxed: a device over by more than one may hand a replica to one exactly at its
+            # target, which may then pass another on where dispersion lets it (a chain of moves).
+            return (
+                relaxed
+                and device_gap > -1e-9
+                and source_excess > 1 + 1e-9
+                and self._drains_ok(source, dest)
+            )
+        if not self._drains_ok(source, dest):
+            # Relaxed: a domain exactly at its target may feed one short of a whole replica; a
+            # later move refills it (dispersion sometimes needs such a chain of two moves).
+            return relaxed and device_gap >= 1 - 1e-9 and self._drains_ok(source, dest, 1e-9)
+        level = next(i for i, (a, b) in enumerate(zip(source, dest, strict=True)) if a != b)
+        left, reached = source[level], dest[level]
+        if device_gap >= 1 - 1e-9:
+            return True
+        if not relaxed:
+            return False
+        gap = target[reached] - assigned[reached]
+        excess = assigned[left] - target[left]
+        return gap >= 1 - 1e-9 or (excess > 1 + 1e-9 and gap > 1e-9)
+
+    def _drains_ok(
+        self, source: tuple[int, ...], dest: tuple[int, ...], slack: float = 0.0
+    ) -> bool:
+        """Every domain the move leaves is over its target, or within ``slack`` of it."""
+        for level, (left, reached) in enumerate(zip(source, dest, strict=True)):
+            if left != reached:
+                return all(self.assigned[n] > self.tree.target[n] - slack for n in source[level:])
+        return False
 
     def _permuted_parts(self) -> range | list[int]:
         """All partitions in a seeded order: an odd stride over a power of two is a permutation."""
@@ -443,21 +534,25 @@ class _Rebalance:
         if progress is not None:
             progress("placing", total, total)
 
-    def _choose(self, others: list[int]) -> int:
-        """Walk down the tree: fewest replicas of this partition first, then the most wanted."""
+    def _choose(self, others: list[int], leaving: int = NONE) -> int:
+        """Walk down the tree: a child below its cap, holding the fewest replicas of this
+        partition, and among those the one that wants the most partition-replicas."""
         tree = self.tree
         used: Counter = Counter()
         for dev_id in others:
             used.update(tree.chain[dev_id])
         target = tree.target
         assigned = self.assigned
+        cap = tree.cap
+        avoid = tree.chain[leaving] if leaving != NONE else ()  # on a tie, not where it was
         node = ROOT
         children = tree.children
         while children[node]:
             best = -1
             best_key = None
             for kid in children[node]:
-                key = (used.get(kid, 0), assigned[kid] - target[kid])
+                held = used.get(kid, 0)
+                key = (held >= cap[kid], held, assigned[kid] - target[kid], kid in avoid)
                 if best_key is None or key < best_key:
                     best, best_key = kid, key
             node = best

@@ -93,7 +93,9 @@ def parse_search_value(value: str) -> dict[str, Any]:
         text = "-" + text  # a bare IP or host name
     match = _SEARCH_RE.match(text)
     if not text or not match or not any(match.groupdict().values()):
-        raise RingBuilderError(f"invalid search value {value!r}: expected e.g. d3, r1z2, -10.0.0.1:6200/sdb")
+        raise RingBuilderError(
+            f"invalid search value {value!r}: expected e.g. d3, r1z2, -10.0.0.1:6200/sdb"
+        )
     criteria: dict[str, Any] = {}
     for key, raw in match.groupdict().items():
         if raw is None:

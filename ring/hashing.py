@@ -29,7 +29,9 @@ def partition_of(seed: bytes, key: bytes, part_power: int) -> int:
     return xxhash.xxh3_64_intdigest(seed + key) >> (64 - part_power) if part_power else 0
 
 
-def object_hash(seed: bytes, account: str, container: str | None = None, obj: str | None = None) -> str:
+def object_hash(
+    seed: bytes, account: str, container: str | None = None, obj: str | None = None
+) -> str:
     """32 hex digits naming the directory of an object (or DB) inside its partition."""
     return xxhash.xxh3_128_hexdigest(seed + path_key(account, container, obj))
 

@@ -123,7 +123,8 @@ class Ring:
         else:
             key = f"/{account}"
         part = (
-            xxhash.xxh3_64_intdigest(self._seed + key.encode("utf-8", "surrogatepass")) >> self._shift
+            xxhash.xxh3_64_intdigest(self._seed + key.encode("utf-8", "surrogatepass"))
+            >> self._shift
             if self._shift < 64
             else 0
         )

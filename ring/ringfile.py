@@ -66,7 +66,9 @@ def _unpack(path: Path, magic: bytes, version: int, what: str) -> dict[str, Any]
             f"{what} file {str(path)!r} has format version {found_version}; this Shoal reads {version}"
         )
     try:
-        payload = msgpack.unpackb(zlib.decompress(raw[_HEADER.size :]), raw=False, strict_map_key=False)
+        payload = msgpack.unpackb(
+            zlib.decompress(raw[_HEADER.size :]), raw=False, strict_map_key=False
+        )
     except (zlib.error, ValueError, msgpack.UnpackException) as exc:
         raise RingFileError(f"{what} file {str(path)!r} is corrupt or truncated ({exc})") from None
     if not isinstance(payload, dict):
@@ -87,9 +89,7 @@ def write_ring(builder: RingBuilder, path: str | Path) -> None:
         "hash_seed": builder.hash_seed,
         "version": builder.version,
         "typecode": typecode,
-        "devs": [
-            None if d is None else {k: d[k] for k in _PUBLIC_DEV_KEYS} for d in builder.devs
-        ],
+        "devs": [None if d is None else {k: d[k] for k in _PUBLIC_DEV_KEYS} for d in builder.devs],
         "replica2part2dev": [array(typecode, row).tobytes() for row in builder.replica2part2dev],
     }
     write_atomic(path, _pack(RING_MAGIC, RING_FORMAT_VERSION, payload))
@@ -111,7 +111,9 @@ def read_ring(path: str | Path) -> RingData:
             row.frombytes(raw)
             rows.append(row)
         devs = payload["devs"]
-        data = RingData(part_power, replicas, bytes(payload["hash_seed"]), devs, rows, payload["version"])
+        data = RingData(
+            part_power, replicas, bytes(payload["hash_seed"]), devs, rows, payload["version"]
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise RingFileError(f"ring file {str(path)!r} is corrupt ({exc})") from None
     _check_ring(path, data)

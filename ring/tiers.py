@@ -30,7 +30,10 @@ class TierTree:
         self.weight: list[float] = [0.0]
         self.device_count: list[int] = [0]
         self.target: list[float] = [0.0]
-        self.kid_cap: list[int] = [0]  # most replicas of one partition any child of a node may hold
+        self.cap: list[int] = [0]  # most replicas of one partition this node may hold
+        self.below: list[list[int]] = [
+            [1, 0, 0, 0, 0]
+        ]  # descendants per level (0 root .. 4 device)
         self.dev_node: dict[int, int] = {}  # dev id -> leaf node id
         self.node_dev: dict[int, int] = {}  # leaf node id -> dev id
         self.chain: dict[int, tuple[int, ...]] = {}  # dev id -> (region, zone, host, device) nodes
@@ -51,6 +54,10 @@ class TierTree:
                 if node is None:
                     node = self._add(parent, depth)
                     index[key] = node
+                    ancestor = parent
+                    while ancestor != -1:
+                        self.below[ancestor][depth] += 1
+                        ancestor = self.parent[ancestor]
                 chain.append(node)
                 parent = node
             for node in [ROOT, *chain]:
@@ -59,6 +66,9 @@ class TierTree:
             self.dev_node[dev["id"]] = chain[-1]
             self.node_dev[chain[-1]] = dev["id"]
             self.chain[dev["id"]] = tuple(chain)
+        self.unique_level = next(
+            (lvl for lvl in range(1, LEVELS + 1) if self.below[ROOT][lvl] >= replicas), LEVELS
+        )
         self._share(ROOT, float(replicas), partition_count)
 
     def _add(self, parent: int, level: int) -> int:
@@ -69,32 +79,60 @@ class TierTree:
         self.weight.append(0.0)
         self.device_count.append(0)
         self.target.append(0.0)
-        self.kid_cap.append(0)
+        self.cap.append(0)
+        below = [0] * (LEVELS + 1)
+        below[level] = 1
+        self.below.append(below)
         self.children[parent].append(node)
         return node
 
+    def _capacity(self, node: int) -> int:
+        """Most replicas of one partition ``node`` may hold with the unique level kept unique."""
+        if self.level[node] >= self.unique_level:
+            return 1
+        return self.below[node][self.unique_level]
+
     def _share(self, node: int, replicas_per_part: float, partition_count: int) -> None:
-        """Set the targets of ``node``'s subtree, given it holds ``replicas_per_part``."""
+        """Set the targets of ``node``'s subtree, given it holds ``replicas_per_part``.
+
+        The *unique level* is the highest tier with at least as many nodes as replicas: no two
+        replicas of a partition ever share a node there (with four zones and three replicas, no
+        two share a zone). A child's capacity is how many unique-level nodes it has. Above that
+        level replicas are spread as evenly as capacities allow: each child may hold at most
+        ``L``, the least level with ``sum(min(capacity, L)) >= ceil(replicas_per_part)``.
+        """
         self.target[node] = replicas_per_part * partition_count
         kids = self.children[node]
         if not kids:
             return
-        per_child_max = math.ceil(math.ceil(replicas_per_part - 1e-9) / len(kids))
-        self.kid_cap[node] = per_child_max
-        caps = {kid: float(min(per_child_max, self.device_count[kid])) for kid in kids}
+        most = math.ceil(replicas_per_part - 1e-9)
+        capacity = {kid: self._capacity(kid) for kid in kids}
+        level_max = 0
+        while level_max < most and sum(min(c, level_max) for c in capacity.values()) < most:
+            level_max += 1
+        caps = {}
+        for kid in kids:
+            self.cap[kid] = min(capacity[kid], level_max)
+            caps[kid] = float(self.cap[kid])
         shares = _water_fill(replicas_per_part, {kid: self.weight[kid] for kid in kids}, caps)
         for kid in kids:
             self._share(kid, shares[kid], partition_count)
 
-    def child_cap(self, node: int) -> int:
-        """How many replicas of one partition a single child of ``node`` may hold."""
-        return self.kid_cap[node]
+    def has_room_beside(self, node: int, counts: dict[int, int]) -> bool:
+        """Whether a sibling of ``node`` could take one more replica of a partition within its cap."""
+        return any(
+            self.cap[kid] > counts.get(kid, 0)
+            for kid in self.children[self.parent[node]]
+            if kid != node and self.weight[kid] > 0
+        )
 
     def device_targets(self) -> dict[int, float]:
         return {dev_id: self.target[node] for dev_id, node in self.dev_node.items()}
 
 
-def _water_fill(total: float, weights: dict[int, float], caps: dict[int, float]) -> dict[int, float]:
+def _water_fill(
+    total: float, weights: dict[int, float], caps: dict[int, float]
+) -> dict[int, float]:
     """Share ``total`` by weight; a share above its cap is clipped and the excess reshared.
 
     When every child is at its cap and something is left (dispersion cannot be met), the rest is

@@ -68,9 +68,13 @@ def cmd_add(args: argparse.Namespace) -> None:
             raise CommandError("missing WEIGHT after the device")
         dev = parse_add_value(args.device_spec, args.weight)
     else:
-        missing = [k for k in ("zone", "ip", "port", "device", "weight") if getattr(args, k) is None]
+        missing = [
+            k for k in ("zone", "ip", "port", "device", "weight") if getattr(args, k) is None
+        ]
         if missing:
-            raise CommandError(f"missing --{', --'.join(missing)} (or give rRzZ-IP:PORT/DEVICE WEIGHT)")
+            raise CommandError(
+                f"missing --{', --'.join(missing)} (or give rRzZ-IP:PORT/DEVICE WEIGHT)"
+            )
         dev = {
             "region": args.region,
             "zone": args.zone,
@@ -163,7 +167,9 @@ def cmd_show(args: argparse.Namespace) -> None:
         target = targets.get(dev["id"], 0.0)
         parts = counts.get(dev["id"], 0)
         balance = 100.0 * parts / target - 100.0 if target else 0.0
-        devs.append({**dev, "parts": parts, "target": round(target, 2), "balance_pct": round(balance, 2)})
+        devs.append(
+            {**dev, "parts": parts, "target": round(target, 2), "balance_pct": round(balance, 2)}
+        )
     data = {
         "part_power": builder.part_power,
         "partitions": builder.partition_count,
@@ -180,7 +186,8 @@ def cmd_show(args: argparse.Namespace) -> None:
         f"{args.builder}: {builder.partition_count} partitions, {builder.replicas} replicas, "
         f"{data['regions']} regions, {data['zones']} zones, {len(devs)} devices, "
         f"balance {data['balance_pct']:.2f}%, min_part_hours {builder.min_part_hours}, "
-        f"version {builder.version}" + (" (devices changed since last rebalance)" if builder.devs_changed else ""),
+        f"version {builder.version}"
+        + (" (devices changed since last rebalance)" if builder.devs_changed else ""),
         f"{'id':>5} {'region':>6} {'zone':>5} {'ip:port/device':<32} {'weight':>9} {'parts':>8} "
         f"{'balance':>8} meta",
     ]
@@ -204,7 +211,10 @@ def cmd_dispersion(args: argparse.Namespace) -> None:
         "host": lambda d: (d["region"], d["zone"], d["ip"]),
         "device": lambda d: (d["id"],),
     }
-    available = {name: len({key(d) for d in builder.live_devs() if d["weight"] > 0}) for name, key in tiers.items()}
+    available = {
+        name: len({key(d) for d in builder.live_devs() if d["weight"] > 0})
+        for name, key in tiers.items()
+    }
     shared: Counter = Counter()
     for devs in zip(*builder.replica2part2dev, strict=True):
         records = [builder.devs[d] for d in devs]
@@ -223,7 +233,9 @@ def cmd_dispersion(args: argparse.Namespace) -> None:
             for name in tiers
         },
     }
-    lines = [f"Dispersion is {data['dispersion_pct']:.2f}% (partitions spread worse than the tiers allow)"]
+    lines = [
+        f"Dispersion is {data['dispersion_pct']:.2f}% (partitions spread worse than the tiers allow)"
+    ]
     for name, row in data["tiers"].items():
         lines.append(
             f"  {name:<7} {row['available']:>6} available; {row['partitions_sharing']:>8} partitions "
@@ -245,7 +257,12 @@ def cmd_lookup(args: argparse.Namespace) -> None:
         if len(handoffs) >= args.handoffs:
             break
         handoffs.append(dev)
-    data = {"path": "/" + "/".join(parts), "partition": part, "primaries": primaries, "handoffs": handoffs}
+    data = {
+        "path": "/" + "/".join(parts),
+        "partition": part,
+        "primaries": primaries,
+        "handoffs": handoffs,
+    }
     lines = [f"Path /{'/'.join(parts)} is in partition {part}", "Primaries:"]
     lines += [f"  d{d['id']} {_describe(d)}" for d in primaries]
     lines.append("Handoffs:")
@@ -283,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("create", cmd_create, "create a new, empty builder")
     p.add_argument("--part-power", type=int, required=True, help="2**P partitions (0..24)")
     p.add_argument("--replicas", type=int, required=True, help="replicas of every partition (>= 1)")
-    p.add_argument("--min-part-hours", type=int, default=1, help="hours before a partition may move again")
+    p.add_argument(
+        "--min-part-hours", type=int, default=1, help="hours before a partition may move again"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing builder")
 
     p = command("add", cmd_add, "add a device: rRzZ-IP:PORT/DEVICE WEIGHT, or the --options")
@@ -306,8 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weight")
 
     p = command("rebalance", cmd_rebalance, "place partitions; write the .ring next to the builder")
-    p.add_argument("--seed", type=int, help="seed for a reproducible result (default: builder version)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
+    p.add_argument(
+        "--seed", type=int, help="seed for a reproducible result (default: builder version)"
+    )
+    p.add_argument(
+        "--progress", action="store_true", help="show the progress bar even without a terminal"
+    )
 
     command("show", cmd_show, "devices, weights, partitions and balance")
     command("dispersion", cmd_dispersion, "how well replicas are spread over failure domains")
