@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ring.ring import Ring
 from shoal.config import ConfigError, from_mapping, option
 
 DEFAULT_ALLOWED_HEADERS = [
@@ -193,8 +194,6 @@ def resolve_seed(config: ObjectdConfig) -> bytes:
 
 def _seed_from_ring(ring_path: Path) -> bytes:
     try:
-        from ring import Ring  # type: ignore[attr-defined]
-
         seed = Ring(str(ring_path)).seed
     except Exception as exc:  # any failure to read the ring is a start-up error
         raise ConfigError(f"cannot read the hash seed from {str(ring_path)!r}: {exc}") from None

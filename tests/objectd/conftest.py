@@ -5,8 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from tests.objectd.harness import ObjectdProcess, start_objectd
+from objectd_harness import ObjectdProcess, start_objectd
 
 _names = itertools.count()
 

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from objectd_helpers import md5, object_put_headers, ts
 
 from objectd.client import (
     BackendClient,
@@ -23,7 +24,6 @@ from objectd.client import (
     PutterStateError,
     backend_path,
 )
-from tests.objectd.helpers import md5, object_put_headers, ts
 
 
 def _node(objectd, device: str = "sda") -> Node:

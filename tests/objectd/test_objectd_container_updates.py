@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
+from objectd_helpers import md5, object_put_headers, ts
 
 from objectd.async_pending import list_async_pendings, load_async_pending
-from tests.objectd.helpers import md5, object_put_headers, ts
 
 
 def _free_port() -> int:
@@ -142,7 +142,7 @@ def hung_server():
 
 
 def test_a_hung_container_server_costs_at_most_the_update_timeout(tmp_path, hung_server):
-    from tests.objectd.harness import start_objectd
+    from objectd_harness import start_objectd
 
     process = start_objectd(tmp_path, container_update_timeout_s=0.5)
     try:

@@ -15,9 +15,8 @@ import socket
 import time
 
 import pytest
-
-from tests.objectd.harness import hash_dir_of
-from tests.objectd.helpers import object_put_headers, ts
+from objectd_harness import hash_dir_of
+from objectd_helpers import object_put_headers, ts
 
 OLD = os.urandom(3 * 1024 * 1024 + 11)
 NEW_SIZE = 64 * 1024 * 1024

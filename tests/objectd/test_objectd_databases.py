@@ -10,8 +10,7 @@ import json
 import urllib.parse
 
 import pytest
-
-from tests.objectd.helpers import ts
+from objectd_helpers import ts
 
 
 def _c(account: str, container: str, obj: str | None = None) -> str:

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.objectd.harness import filesystem_type, hash_dir_of, start_objectd
-from tests.objectd.helpers import object_put_headers, ts
+from objectd_harness import filesystem_type, hash_dir_of, start_objectd
+from objectd_helpers import object_put_headers, ts
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to mount filesystems")
@@ -142,7 +141,7 @@ def test_mount_check_accepts_a_mounted_ext4_device_and_max_metadata_fits(ext4_de
     import http.client
 
     monkeypatch.setattr(http.client, "_MAXHEADERS", 1000)
-    from tests.objectd.test_object_reads import _swift_max_metadata
+    from test_objectd_object_reads import _swift_max_metadata
 
     assert filesystem_type(ext4_device) == "ext4"
     process = start_objectd(ext4_device.parent.parent, devices=(), mount_check=True)

@@ -17,6 +17,7 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from objectd_helpers import ts
 
 from objectd import account_db, container_db
 from objectd.account_db import ContainerRow
@@ -24,7 +25,6 @@ from objectd.container_db import ObjectRow
 from objectd.db import merge_metadata_json, update_metadata, visible_metadata
 from objectd.listing import ListingParams
 from shoal.timestamp import Timestamp
-from tests.objectd.helpers import ts
 
 # names: ASCII, the usual delimiters, accented letters, CJK and an astral-plane emoji
 ALPHABET = st.sampled_from([*"ab/-.", "é", "ü", "日", "本", "😀", "z"])

@@ -15,9 +15,8 @@ import re
 import time
 
 import pytest
-
-from tests.objectd.harness import filesystem_type, hash_dir_of
-from tests.objectd.helpers import md5, object_put_headers, ts
+from objectd_harness import filesystem_type, hash_dir_of
+from objectd_helpers import md5, object_put_headers, ts
 
 SMALL = bytes(range(256)) * 40  # 10,240 bytes: read whole in one hop
 LARGE = os.urandom(2 * 1024 * 1024 + 333)  # sendfile path

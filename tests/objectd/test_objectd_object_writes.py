@@ -13,9 +13,8 @@ import time
 import urllib.parse
 
 import pytest
-
-from tests.objectd.harness import hash_dir_of
-from tests.objectd.helpers import md5, object_put_headers, raw_request, ts
+from objectd_harness import hash_dir_of
+from objectd_helpers import md5, object_put_headers, raw_request, ts
 
 
 def _path(name: str, partition: int = 7, device: str = "sda") -> str:
