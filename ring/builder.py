@@ -420,11 +420,78 @@ class _Rebalance:
         for excess_min in (1.0 + 1e-9, 0.0):
             if self._balanced():
                 return moved
+            moved += self._feed_needy(excess_min)
+        for excess_min in (1.0 + 1e-9, 0.0):
+            if self._balanced():
+                return moved
             moved += self._move_pass(excess_min, relaxed=False)
         if not moved and not self._balanced():
             # A relaxed move starts a chain; one at a time, so the strict passes finish each
             # chain before another starts, and movement stays close to what is needed.
             moved += self._move_pass(-1e-9, relaxed=True, moves_max=1)
+        return moved
+
+    def _feed_needy(self, excess_min: float) -> int:
+        """Move replicas straight to devices short of a whole replica, wherever they are.
+
+        The tree walk follows the largest gap at each level, and when every region is about at
+        its target it can miss a short device deep in one of them; here the short devices are
+        the candidates themselves (there are few), and a replica goes to the shortest one that
+        keeps every level of its chain within the dispersion caps.
+        """
+        tree = self.tree
+        assigned = self.assigned
+        target = tree.target
+        chain = tree.chain
+        cap = tree.cap
+        needy = sorted(
+            (
+                dev
+                for node, dev in tree.node_dev.items()
+                if target[node] - assigned[node] >= 1 - 1e-9
+            ),
+            key=lambda d: assigned[chain[d][-1]] - target[chain[d][-1]],
+        )
+        rows = self.b.replica2part2dev
+        moved = 0
+        for part in self._permuted_parts():
+            if not needy:
+                break
+            if self._locked(part):
+                continue
+            for replica, row in enumerate(rows):
+                dev_id = row[part]
+                if dev_id == NONE:
+                    continue
+                source = chain[dev_id]
+                if assigned[source[-1]] - target[source[-1]] <= excess_min:
+                    continue
+                used: Counter = Counter()
+                for other in rows:
+                    if other is not row and other[part] != NONE:
+                        used.update(chain[other[part]])
+                dest = next(
+                    (
+                        d
+                        for d in needy
+                        if all(used[n] < cap[n] for n in chain[d])
+                        and self._drains_ok(source, chain[d])
+                    ),
+                    None,
+                )
+                if dest is None:
+                    continue
+                self._take(part, replica)
+                row[part] = dest
+                self._count(dest, 1)
+                self.b.last_moved_hour[part] = self.now_hour
+                if not self.first_build:
+                    self.moved += 1
+                moved += 1
+                dest_node = chain[dest][-1]
+                if target[dest_node] - assigned[dest_node] < 1 - 1e-9:
+                    needy.remove(dest)
+                break
         return moved
 
     def _move_pass(self, excess_min: float, relaxed: bool, moves_max: int | None = None) -> int:
