@@ -280,7 +280,7 @@ def list_containers(connection: sqlite3.Connection, params: ListingParams) -> li
             "SELECT name, object_count, bytes_used, put_timestamp FROM container"
             f" WHERE {' AND '.join(conditions)} ORDER BY name {order} LIMIT ?"
         )
-        return connection.execute(query, [*args, count]).fetchall()
+        return connection.execute(query, [*args, count])  # lazy: see listing.Fetch
 
     return [_container_json(entry) for entry in list_entries(params, fetch)]
 

@@ -30,7 +30,13 @@ from objectd.backend_headers import require_timestamp
 from objectd.backend_path import BackendPath, parse_query
 from objectd.config import ObjectdConfig
 from objectd.db import Brokers, DatabaseMissing, create_database, update_metadata, visible_metadata
-from objectd.db_http import ACCOUNT_META, listing_response, metadata_updates, read_json_body
+from objectd.db_http import (
+    ACCOUNT_META,
+    encode_listing,
+    listing_response,
+    metadata_updates,
+    read_json_body,
+)
 from objectd.devices import Devices
 from objectd.errors import BadRequest, NotFound
 from objectd.layout import Layout
@@ -182,7 +188,7 @@ def _info_and_listing(connection: sqlite3.Connection, params: ListingParams | No
     policies = account_db.policy_stats(connection)
     if params is None or info.is_deleted:
         return info, policies, None
-    return info, policies, account_db.list_containers(connection, params)
+    return info, policies, encode_listing(account_db.list_containers(connection, params))
 
 
 def _info_headers(info: AccountInfo, policies: list[tuple[int, int, int, int]]) -> dict[str, str]:

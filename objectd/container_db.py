@@ -330,7 +330,7 @@ def list_objects(
             "SELECT name, created_at, size, content_type, etag FROM object"
             f" WHERE {' AND '.join(conditions)} ORDER BY name {order} LIMIT ?"
         )
-        return connection.execute(query, [*args, count]).fetchall()
+        return connection.execute(query, [*args, count])  # lazy: see listing.Fetch
 
     entries = list_entries(params, fetch)
     return [_object_json(entry) for entry in entries]

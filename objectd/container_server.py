@@ -33,7 +33,13 @@ from objectd.client import BackendClient, BackendError, Node
 from objectd.config import ObjectdConfig
 from objectd.container_db import ContainerInfo, ObjectRow
 from objectd.db import Brokers, DatabaseMissing, create_database, update_metadata, visible_metadata
-from objectd.db_http import CONTAINER_META, listing_response, metadata_updates, read_json_body
+from objectd.db_http import (
+    CONTAINER_META,
+    encode_listing,
+    listing_response,
+    metadata_updates,
+    read_json_body,
+)
 from objectd.devices import Devices
 from objectd.errors import BadRequest
 from objectd.layout import Layout
@@ -289,7 +295,9 @@ def _info_and_listing(connection, params: ListingParams | None):
     info = container_db.get_info(connection)
     if params is None or info.is_deleted:
         return info, None
-    return info, container_db.list_objects(connection, params, info.storage_policy_index)
+    return info, encode_listing(
+        container_db.list_objects(connection, params, info.storage_policy_index)
+    )
 
 
 def _info_headers(info: ContainerInfo) -> dict[str, str]:

@@ -47,7 +47,10 @@ LISTING_LIMIT_MAX = 10_000
 """Swift's container_listing_limit and account_listing_limit."""
 
 MERGE_ITEMS_MAX = 10_000
-"""Rows accepted by one REPLICATE merge_items request."""
+"""Rows accepted by one replication merge_items request."""
+
+REPLICATE_BODY_BYTES_MAX = 16 * MiB
+"""The JSON body of one replication request: 10,000 rows with names of 1 KiB fit."""
 
 # --- databases ----------------------------------------------------------------------------------
 DB_BUSY_TIMEOUT_S = 25.0

@@ -20,16 +20,18 @@ it against a plain in-memory model. Semantics (Swift's ``list_objects_iter``):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from objectd.errors import PreconditionFailed
 from objectd.limits import LISTING_LIMIT_MAX
 
 Row = Sequence[Any]  # row[0] is the name
-Fetch = Callable[[str | None, bool, str | None, bool, int], list[Row]]
+Fetch = Callable[[str | None, bool, str | None, bool, int], Iterable[Row]]
 """``fetch(lower, lower_inclusive, upper, descending, count)``: up to ``count`` rows with
-``lower <(=) name < upper`` (None: unbounded), ascending or descending by name."""
+``lower <(=) name < upper`` (None: unbounded), ascending or descending by name. It may be lazy
+(an SQLite cursor): after a subdir the listing stops reading and fetches again past it, so a
+delimiter listing reads one row per subdir, not a page."""
 
 _DELIMITER_CODEPOINT_MAX = 254  # Swift's: the next code point must still be one character
 
@@ -116,7 +118,8 @@ def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
     while len(results) < params.limit:
         wanted = params.limit - len(results)
         rows = fetch(lower, inclusive, upper, False, wanted)
-        for row in rows:
+        seen = 0
+        for seen, row in enumerate(rows, 1):  # noqa: B007 (seen is read after the loop)
             name = row[0]
             end = name.find(delimiter, len(prefix)) if delimiter else -1
             if end >= 0:
@@ -128,8 +131,9 @@ def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
             results.append(row)
             lower, inclusive = name, False
         else:
-            if len(rows) < wanted:
+            if seen < wanted:
                 break  # the source is exhausted
+        _close(rows)
         if lower is None:
             break
     return results
@@ -145,7 +149,8 @@ def _list_descending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
     while len(results) < params.limit:
         wanted = params.limit - len(results)
         rows = fetch(lower, inclusive, upper, True, wanted)
-        for row in rows:
+        seen = 0
+        for seen, row in enumerate(rows, 1):  # noqa: B007 (seen is read after the loop)
             name = row[0]
             end = name.find(delimiter, len(prefix)) if delimiter else -1
             if end >= 0:
@@ -157,6 +162,13 @@ def _list_descending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
             results.append(row)
             upper = name
         else:
-            if len(rows) < wanted:
+            if seen < wanted:
                 break
+        _close(rows)
     return results
+
+
+def _close(rows: Iterable[Row]) -> None:
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
