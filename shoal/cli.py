@@ -15,7 +15,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy.main:main", "the Swift API proxy server"),
     "objectd": ("objectd.main:main", "the storage-node daemon (object, container, account)"),
     "blockd": ("blockd.main:main", "the block daemon (volumes, snapshots, iSCSI exports)"),
-    "config-defaults": ("shoal.defaults:main", "print a daemon's TOML config with every default"),
 }
 
 
