@@ -1,7 +1,7 @@
 """Headers every backend request may carry: ``X-Timestamp``, the storage-policy index, Expect.
 
 Public: :func:`require_timestamp`, :func:`policy_index_of`, :func:`send_continue`,
-:func:`wants_continue`, :data:`POLICY_INDEX_MAX`.
+:func:`wants_continue`, :func:`is_replication`, :data:`POLICY_INDEX_MAX`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ def policy_index_of(headers: Mapping[str, str]) -> int:
     if not value.isdigit() or int(value) > POLICY_INDEX_MAX:
         raise BadRequest(f"Invalid X-Backend-Storage-Policy-Index {value!r}")
     return int(value)
+
+
+def is_replication(headers: Mapping[str, str]) -> bool:
+    """``X-Backend-Replication: true``: a replicator moving data as it is (Swift's header): an
+    expired object is still readable and may still be written."""
+    return headers.get("X-Backend-Replication", "").lower() in ("true", "yes", "1")
 
 
 def wants_continue(request: web.Request) -> bool:

@@ -22,7 +22,7 @@ import time
 
 from aiohttp import web
 
-from objectd.backend_headers import policy_index_of
+from objectd.backend_headers import is_replication, policy_index_of
 from objectd.backend_path import BackendPath
 from objectd.conditions import conditional_status, range_applies
 from objectd.devices import Devices
@@ -91,7 +91,8 @@ class ObjectReader:
             raise NotFound(timestamp=state.files.state_timestamp)
         assert state.timestamp is not None and state.data_timestamp is not None
         delete_at = metadata.get("X-Delete-At")
-        if delete_at and delete_at.isdigit() and int(delete_at) <= time.time():
+        expired = delete_at and delete_at.isdigit() and int(delete_at) <= time.time()
+        if expired and not is_replication(request.headers):
             raise NotFound("expired", timestamp=state.timestamp)
         headers = response_headers(metadata, state.data_timestamp, state.timestamp)
         etag = metadata["ETag"]

@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from objectd.backend_headers import (
+    is_replication,
     policy_index_of,
     require_timestamp,
     send_continue,
@@ -99,7 +100,8 @@ class ObjectServer:
         headers = request.headers
         timestamp = require_timestamp(headers)
         policy = policy_index_of(headers)
-        delete_at_of(headers.get("X-Delete-At"), now=time.time())
+        replicating = is_replication(headers)  # a replicator copies what exists, even if expired
+        delete_at_of(headers.get("X-Delete-At"), now=None if replicating else time.time())
         parse_targets(headers)  # a malformed update target is a 400 before anything is written
         length = request.content_length
         if length is None and "chunked" not in headers.get("Transfer-Encoding", "").lower():

@@ -182,3 +182,39 @@ def test_a_really_full_device_answers_507_and_keeps_nothing(tiny_tmpfs_device):
         assert _put(process, "small", b"still fits").status_code == 201
     finally:
         process.stop()
+
+
+def test_two_workers_share_the_port_devices_and_databases(tmp_path):
+    """Workers are separate processes: objects and SQLite databases must work across them."""
+    import concurrent.futures
+
+    process = start_objectd(tmp_path, workers=2)
+    try:
+        stamp = {"X-Timestamp": ts()}
+        assert process.request("PUT", "/sda/2/AUTH_w/box", headers=stamp).status_code == 201
+        me = {
+            "X-Container-Host": f"127.0.0.1:{process.port}",
+            "X-Container-Device": "sda",
+            "X-Container-Partition": "2",
+        }
+
+        def put(index: int) -> int:
+            import requests
+
+            response = requests.put(
+                f"{process.base_url}/sda/1/AUTH_w/box/o{index}",
+                data=b"x" * index,
+                headers=object_put_headers(**me),
+                timeout=30,
+            )
+            return response.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(put, range(40))) == {201}
+        listing = process.request("GET", "/sda/2/AUTH_w/box").json()
+        assert len(listing) == 40
+        head = process.request("HEAD", "/sda/2/AUTH_w/box").headers
+        assert head["X-Container-Object-Count"] == "40"
+        assert head["X-Container-Bytes-Used"] == str(sum(range(40)))
+    finally:
+        process.stop()

@@ -180,6 +180,12 @@ def test_expired_object_is_404(objectd, unique):
     assert objectd.request("GET", _path(unique)).status_code == 404
     assert objectd.request("HEAD", _path(unique)).status_code == 404
     assert objectd.request("POST", _path(unique), headers={"X-Timestamp": ts()}).status_code == 404
+    replicator = objectd.request("GET", _path(unique), headers={"X-Backend-Replication": "true"})
+    assert replicator.status_code == 200 and replicator.content == b"soon gone"
+    copy = object_put_headers(**{"X-Delete-At": str(delete_at), "X-Backend-Replication": "true"})
+    assert (
+        objectd.request("PUT", _path(unique + "-copy"), data=b"x", headers=copy).status_code == 201
+    )
 
 
 def _corrupt_body(objectd, name: str) -> None:
