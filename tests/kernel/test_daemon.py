@@ -1,0 +1,96 @@
+"""The daemon runner: workers share the port, and SIGTERM lets requests in flight finish.
+
+Method: a real process runs a tiny aiohttp app through shoal.daemon.serve_app; the test talks to
+it over a real socket.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+
+APP = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from aiohttp import web
+    from shoal.daemon import serve_app
+
+    async def pid(request):
+        return web.Response(text=str(os.getpid()))
+
+    async def slow(request):
+        await asyncio.sleep(1.5)
+        return web.Response(text="finished")
+
+    def factory():
+        app = web.Application()
+        app.router.add_get("/pid", pid)
+        app.router.add_get("/slow", slow)
+        return app
+
+    sys.exit(serve_app(factory, host="127.0.0.1", port=int(sys.argv[1]), workers=int(sys.argv[2]),
+                       shutdown_timeout_s=10, name="testd"))
+    """
+)
+
+
+def start(tmp_path, workers: int) -> tuple[subprocess.Popen, int]:
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port), str(workers)], stdout=subprocess.PIPE, text=True
+    )
+    line = proc.stdout.readline()
+    assert "testd listening on http://127.0.0.1:" in line, line
+    return proc, port
+
+
+def get(port: int, path: str, timeout: float = 10) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout).read().decode()
+
+
+def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            get(port, "/pid", timeout=1)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_workers_share_the_port(tmp_path):
+    proc, port = start(tmp_path, workers=2)
+    try:
+        wait_ready(port)
+        pids = {get(port, "/pid") for _ in range(60)}
+        assert len(pids) == 2 and str(proc.pid) not in pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path):
+    proc, port = start(tmp_path, workers=1)
+    wait_ready(port)
+    result: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("body", get(port, "/slow")))
+    thread.start()
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    thread.join(timeout=10)
+    assert result.get("body") == "finished"
+    assert proc.wait(timeout=15) == 0
