@@ -1,0 +1,109 @@
+"""objectd's side of object replication, plugged into its app as one middleware.
+
+Public: :func:`install`.
+
+The middleware does two things:
+
+1. ``POST /<device>/<partition>`` with ``X-Backend-Object-Replication: hashes|missing_check|
+   receive`` is served here (:mod:`objectd.ssync_receiver`, wire format in
+   :mod:`objectd.ssync_wire`); every other request goes on to objectd's own dispatcher.
+2. After an object PUT (201), POST (202) or DELETE (204, or 404: a tombstone is written even
+   when there was no object), the object's suffix is marked stale in its partition's hash cache
+   (:func:`objectd.suffix_hashes.invalidate_suffix`), so the replicator rehashes it.
+
+It is a middleware, not a route, so that objectd's app needs one line to enable it and its
+catch-all route stays as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from objectd.backend_headers import policy_index_of
+from objectd.backend_path import parse_backend_path, valid_device_name
+from objectd.config import ObjectdConfig, resolve_seed
+from objectd.devices import Devices
+from objectd.errors import BadRequest, ObjectdError, error_response
+from objectd.layout import Layout
+from objectd.ssync_receiver import ReplicationReceiver
+from objectd.ssync_wire import OP_HASHES, OP_HEADER, OP_MISSING_CHECK, OP_RECEIVE
+from objectd.suffix_hashes import invalidate_suffix, partition_path
+from ring.hashing import hash_suffix
+
+log = logging.getLogger("objectd.replication")
+
+_WRITE_STATUSES = {"PUT": (201,), "POST": (202,), "DELETE": (204, 404)}
+
+
+def install(app: web.Application, config: ObjectdConfig) -> None:
+    """Add the replication middleware to objectd's ``app`` (before it starts)."""
+    layout = Layout(config.devices, resolve_seed(config))
+    state: dict[str, ReplicationReceiver] = {}
+
+    def receiver_of(request: web.Request) -> ReplicationReceiver:
+        receiver = state.get("receiver")
+        if receiver is None:
+            receiver = ReplicationReceiver(_devices_of(request.app), layout)
+            state["receiver"] = receiver
+        return receiver
+
+    @web.middleware
+    async def replication(request: web.Request, handler) -> web.StreamResponse:
+        op = request.headers.get(OP_HEADER)
+        if op is not None and request.method == "POST":
+            return await _serve_op(receiver_of(request), request, op)
+        response = await handler(request)
+        statuses = _WRITE_STATUSES.get(request.method)
+        if statuses and response.status in statuses:
+            await _invalidate(receiver_of(request).devices, layout, request)
+        return response
+
+    app.middlewares.append(replication)
+
+
+def _devices_of(app: web.Application) -> Devices:
+    from objectd.app import SERVERS_KEY  # objectd.app imports this module
+
+    return app[SERVERS_KEY].objects.devices
+
+
+async def _serve_op(receiver: ReplicationReceiver, request: web.Request, op: str):
+    try:
+        parts = request.raw_path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) != 2 or not valid_device_name(parts[0]) or not parts[1].isdigit():
+            raise BadRequest("object replication path is /<device>/<partition>")
+        device, partition = parts[0], int(parts[1])
+        policy = policy_index_of(request.headers)
+        if op == OP_HASHES:
+            return await receiver.hashes(request, device, partition, policy)
+        if op == OP_MISSING_CHECK:
+            return await receiver.missing_check(request, device, partition, policy)
+        if op == OP_RECEIVE:
+            return await receiver.receive(request, device, partition, policy)
+        raise BadRequest(f"unknown object replication op {op!r}")
+    except ObjectdError as exc:
+        response = error_response(exc)
+    if not request.content.is_eof():
+        response.force_close()
+    return response
+
+
+async def _invalidate(devices: Devices, layout: Layout, request: web.Request) -> None:
+    """Mark the written object's suffix stale; a failure is logged (the cache's age bound
+    catches it later), never turned into an error for a write that succeeded."""
+    if request.headers.get("X-Backend-Server-Type"):
+        return  # a container or account row, not an object
+    try:
+        path = parse_backend_path(request.raw_path)
+        if path.obj is None:
+            return
+        policy = policy_index_of(request.headers)
+        suffix = hash_suffix(layout.hash_of(path.account, path.container, path.obj))
+        part_dir = partition_path(layout, path.device, policy, path.partition)
+        await devices.run(path.device, invalidate_suffix, part_dir, suffix)
+    except FileNotFoundError:
+        pass  # the partition went away (reverted by the replicator): nothing to mark
+    except Exception:  # a marker must never fail a write that succeeded
+        log.exception("cannot mark the suffix of %s stale", request.raw_path)
