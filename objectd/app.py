@@ -42,6 +42,7 @@ from objectd.limits import SENDFILE_THREADS_MAX
 from objectd.object_get import ObjectReader
 from objectd.object_headers import lowered
 from objectd.object_server import ObjectServer
+from objectd.replication_server import install as install_replication
 from shoal.log import trans_id
 
 log = logging.getLogger("objectd")
@@ -103,6 +104,7 @@ def build_app(config: ObjectdConfig) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
+    install_replication(app, config)  # object replication ops; marks suffixes stale on writes
     return app
 
 
