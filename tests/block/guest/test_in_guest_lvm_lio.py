@@ -36,8 +36,8 @@ MODULES = ("dm_thin_pool", "target_core_mod", "target_core_iblock", "iscsi_targe
            "iscsi_tcp", "sd_mod")  # fmt: skip
 OTHER_INITIATOR = "iqn.2024-01.org.example:not-exported"
 DATA_BYTES = 4 * MiB
-LOGIN_TIMEOUT_S = 60
-DEVICE_WAIT_S = 30.0  # by-path links appear ~2 s after login under UML
+LOGIN_TIMEOUT_S = 90  # a login takes ~1-3 s in UML; generous for a loaded host
+DEVICE_WAIT_S = 60.0  # by-path links appear ~2 s after login under UML; x30 for a loaded host
 CLEAR_LIO = "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)"
 
 
