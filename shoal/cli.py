@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "aio": ("shoal.aio:main", "all-in-one cluster in the foreground (rings, objectd x4, proxy)"),
     "proxy": ("proxy.main:main", "the Swift API proxy server"),
     "objectd": ("objectd.main:main", "the storage-node daemon (object, container, account)"),
+    "replicator": ("objectd.daemon_main:replicator", "object replicator [--once]"),
+    "db-replicator": ("objectd.daemon_main:db_replicator", "container/account DB replicator"),
+    "auditor": ("objectd.daemon_main:auditor", "object auditor (MD5, quarantine)"),
+    "updater": ("objectd.daemon_main:updater", "retries async-pending container updates [--once]"),
+    "expirer": ("objectd.daemon_main:expirer", "deletes objects past X-Delete-At [--once]"),
     "blockd": ("blockd.main:main", "the block daemon (volumes, snapshots, iSCSI exports)"),
 }
 
