@@ -1,0 +1,303 @@
+"""Object PUT: check the request, pick the nodes, stream to all of them, commit on a quorum.
+
+Public: :func:`handle_object_put`, :func:`put_object`, :func:`request_body`.
+
+Small bodies (a Content-Length up to ``SMALL_PUT_BYTES_MAX``) are read whole and sent to every
+node in one request each: one backend round trip, no ``100-continue``. Larger or chunked bodies
+use :class:`objectd.client.ObjectPutter`: the proxy connects to every primary with
+``Expect: 100-continue``, a node that refuses or fails is replaced by the next handoff, and
+once a majority is ready the body is streamed to all ready nodes at once, each chunk awaited by
+every node (backpressure to the client). A node that fails mid-body is dropped; fewer than a
+quorum left is a 503. The proxy does not hash the body: every node checks the MD5 (and the
+client's ``ETag``) itself, and the nodes' quorum answer is the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from objectd.client import BackendError, BackendResponse, ObjectPutter
+from proxy import limits
+from proxy.cluster import best_status, gather_quorum, is_node_failure, node_key, quorum_size
+from proxy.container_info import backend_headers, container_info
+from proxy.context import RequestContext
+from proxy.errors import SwiftError
+from proxy.headers import check_metadata, delete_at, object_backend_headers
+from proxy.routing import SwiftPath
+from shoal.timestamp import Timestamp, now
+
+log = logging.getLogger("proxy")
+
+Body = bytes | AsyncIterator[bytes]
+
+
+def content_length_of(headers: Mapping[str, str]) -> int | None:
+    """The announced length; None for chunked.
+
+    Raises:
+        SwiftError: 411 without either, 501 for another transfer encoding, 400 for a bad
+        length, 413 above ``MAX_FILE_SIZE``.
+    """
+    encoding = headers.get("Transfer-Encoding", "").lower()
+    if encoding:
+        if encoding != "chunked":
+            raise SwiftError(501, "Not Implemented")
+        return None
+    text = headers.get("Content-Length")
+    if text is None:
+        raise SwiftError(411, "Missing Content-Length header.")
+    try:
+        length = int(text)
+    except ValueError:
+        raise SwiftError(400, "Invalid Content-Length header.") from None
+    if length < 0:
+        raise SwiftError(400, "Invalid Content-Length header.")
+    if length > limits.MAX_FILE_SIZE:
+        raise SwiftError(413, "Your request is too large.")
+    return length
+
+
+async def request_body(
+    request: web.Request, content_length: int | None, client_timeout_s: float
+) -> Body:
+    """The client's body: bytes when small and announced, else a chunk iterator.
+
+    Raises (also from the iterator):
+        SwiftError: 499 if the client sent less than it announced, 408 if it stalled.
+    """
+    if content_length is not None and content_length <= limits.SMALL_PUT_BYTES_MAX:
+        try:
+            async with asyncio.timeout(client_timeout_s):
+                return await request.content.readexactly(content_length)
+        except asyncio.IncompleteReadError:
+            raise SwiftError(499) from None
+        except TimeoutError:
+            raise SwiftError(408, "Request Timeout") from None
+    return _stream(request, content_length, client_timeout_s)
+
+
+async def _stream(
+    request: web.Request, content_length: int | None, client_timeout_s: float
+) -> AsyncIterator[bytes]:
+    received = 0
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(client_timeout_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise SwiftError(408, "Request Timeout") from None
+        except (ConnectionError, OSError):
+            raise SwiftError(499) from None
+        if not chunk:
+            break
+        received += len(chunk)
+        yield chunk
+    if content_length is not None and received < content_length:
+        raise SwiftError(499)
+
+
+def _content_type(headers: Mapping[str, str], obj: str) -> str:
+    given = headers.get("Content-Type")
+    if given and headers.get("X-Detect-Content-Type", "").lower() not in ("true", "1", "yes"):
+        return given
+    guessed, _ = mimetypes.guess_type(obj, strict=False)
+    return guessed or given or "application/octet-stream"
+
+
+async def handle_object_put(ctx: RequestContext) -> web.StreamResponse:
+    headers = ctx.request.headers
+    if "X-Copy-From" in headers:
+        from proxy.object_copy import copy_object  # a feature on top of PUT, imported lazily
+
+        return await copy_object(ctx)
+    content_length = content_length_of(headers)
+    assert ctx.path.obj is not None
+    check_metadata(headers, "object")
+    metadata = object_backend_headers(headers)
+    metadata["Content-Type"] = _content_type(headers, ctx.path.obj)
+    at = delete_at(headers)
+    metadata.pop("X-Delete-After", None)
+    if at is not None:
+        metadata["X-Delete-At"] = at
+    for name in ("ETag", "If-None-Match"):
+        if name in headers:
+            metadata[name] = headers[name]
+    if headers.get("If-None-Match", "*") != "*":
+        raise SwiftError(400, "If-None-Match only supports *")
+    body = await request_body(ctx.request, content_length, ctx.config.client_timeout_s)
+    status, answer, timestamp = await put_object(ctx, ctx.path, metadata, body, content_length)
+    return web.Response(
+        status=status,
+        headers={
+            "ETag": answer.headers.get("ETag", ""),
+            "Last-Modified": timestamp.http_date(),
+            "Content-Type": "text/html; charset=UTF-8",
+        },
+    )
+
+
+async def put_object(
+    ctx: RequestContext,
+    path: SwiftPath,
+    metadata: dict[str, str],
+    body: Body,
+    content_length: int | None,
+) -> tuple[int, BackendResponse, Timestamp]:
+    """Store an object; ``(status, a representative node answer, timestamp)``.
+
+    Raises:
+        SwiftError: 404 no container, 503 no quorum, the nodes' 4xx (412, 422, ...).
+    """
+    cluster = ctx.cluster
+    assert path.container is not None and path.obj is not None
+    info = await container_info(cluster, ctx.cache, path.account, path.container)
+    if info is None:
+        raise SwiftError(404)
+    ring = cluster.object_ring(info.policy_index)
+    part, primaries = ring.get_nodes(path.account, path.container, path.obj)
+    cpart, cnodes = cluster.container_ring.get_nodes(path.account, path.container)
+    timestamp = now()
+    common = backend_headers(
+        {
+            **metadata,
+            "X-Timestamp": timestamp.internal,
+            "X-Backend-Storage-Policy-Index": str(info.policy_index),
+        }
+    )
+
+    def node_headers(index: int) -> dict[str, str]:
+        target = cnodes[index % len(cnodes)]
+        return {
+            **common,
+            "X-Container-Host": f"{target['ip']}:{target['port']}",
+            "X-Container-Device": target["device"],
+            "X-Container-Partition": str(cpart),
+        }
+
+    if isinstance(body, bytes):
+
+        async def send(dev: dict[str, Any], index: int) -> BackendResponse:
+            return await cluster.client.put_object(
+                dev, part, path.account, path.container, path.obj, node_headers(index), body,
+                content_length=len(body),
+            )  # fmt: skip
+
+        answers = await cluster.write_all(ring, part, primaries, send)
+    else:
+        answers = await _stream_put(
+            ctx, ring, part, primaries, path, node_headers, body, content_length
+        )
+    return _outcome(answers, len(primaries), timestamp)
+
+
+def _outcome(
+    answers: list[BackendResponse], replicas: int, timestamp: Timestamp
+) -> tuple[int, BackendResponse, Timestamp]:
+    status = best_status([a.status for a in answers], replicas)
+    if status is None:
+        log.error("object PUT: no quorum: %s", [(str(a.node), a.status) for a in answers])
+        raise SwiftError(503)
+    if status == 409:  # a newer write already won: Swift answers 202
+        return 202, next(a for a in answers if a.status == 409), timestamp
+    if status >= 300:
+        raise SwiftError(status)
+    return status, next(a for a in answers if a.status == status), timestamp
+
+
+async def _connect(ctx, ring, part, dev, index, path, node_headers, content_length, handoffs):
+    """A ready putter for replica ``index`` (the primary or a handoff), or the last refusal."""
+    cluster = ctx.cluster
+    last: BackendResponse | None = None
+    while dev is not None:
+        putter = cluster.client.object_putter(
+            dev, part, path.account, path.container, path.obj, node_headers(index),
+            content_length=content_length, queue_chunks_max=limits.PUTTER_QUEUE_CHUNKS_MAX,
+        )  # fmt: skip
+        try:
+            final = await putter.connect()
+        except BackendError as exc:
+            cluster.record(dev, str(exc))
+        except BaseException:
+            putter.abort()
+            raise
+        else:
+            if final is None:
+                cluster.record(dev, None)
+                return putter
+            if not is_node_failure(final.status):
+                return final  # 409 newer, 412 exists: a fact, not a failure
+            cluster.record(dev, f"status {final.status}")
+            last = final
+        dev = next(handoffs, None)
+    return last
+
+
+async def _send_all(putters: list[ObjectPutter], chunk: bytes) -> list[ObjectPutter]:
+    async def one(putter: ObjectPutter) -> ObjectPutter | None:
+        try:
+            await putter.send(chunk)
+        except BackendError as exc:
+            log.warning("object PUT: dropping %s: %s", putter.node, exc)
+            putter.abort()
+            return None
+        return putter
+
+    if len(putters) == 1:
+        return [p for p in [await one(putters[0])] if p is not None]
+    return [p for p in await asyncio.gather(*(one(p) for p in putters)) if p is not None]
+
+
+async def _finish(putter: ObjectPutter) -> BackendResponse | None:
+    try:
+        return await putter.finish()
+    except BackendError as exc:
+        log.warning("object PUT: %s failed at the end: %s", putter.node, exc)
+        return None
+
+
+async def _stream_put(ctx, ring, part, primaries, path, node_headers, body, content_length):
+    cluster = ctx.cluster
+    quorum = quorum_size(len(primaries))
+    handoffs = (d for d in ring.get_more_nodes(part) if not cluster.errors.is_limited(node_key(d)))
+    results = await gather_quorum(
+        [
+            _connect(ctx, ring, part, dev, i, path, node_headers, content_length, handoffs)
+            for i, dev in enumerate(primaries)
+        ],
+        quorum,
+        lambda r: isinstance(r, ObjectPutter),
+        ctx.config.post_quorum_timeout_s,
+    )
+    putters = [r for r in results if isinstance(r, ObjectPutter)]
+    refusals = [r for r in results if isinstance(r, BackendResponse)]
+    try:
+        if any(r.status == 412 for r in refusals):
+            raise SwiftError(412)
+        if len(putters) < quorum:
+            if len(refusals) >= quorum:
+                return refusals
+            log.error(
+                "object PUT: %d of %d nodes ready, need %d", len(putters), len(primaries), quorum
+            )
+            raise SwiftError(503)
+        sent = 0
+        async for chunk in body:
+            sent += len(chunk)
+            if sent > limits.MAX_FILE_SIZE:
+                raise SwiftError(413, "Your request is too large.")
+            putters = await _send_all(putters, chunk)
+            if len(putters) < quorum:
+                raise SwiftError(503)
+        finals = await asyncio.gather(*(_finish(p) for p in putters))
+    except BaseException:
+        for putter in putters:
+            putter.abort()
+        raise
+    return [a for a in finals if a is not None]

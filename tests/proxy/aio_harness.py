@@ -1,0 +1,114 @@
+"""A real ``shoal aio`` for tests: started on a temp directory and a free port, ready once a
+tempauth login works, stopped with SIGTERM (SIGKILL after a grace period), also on failure.
+
+Public: :class:`AioCluster`, :func:`free_port`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 40.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AioCluster:
+    """``shoal aio --data <dir> --port <port>`` as a child process group."""
+
+    def __init__(self, data: Path, *, port: int | None = None, extra_args: list[str] | None = None):
+        self.data = data
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen | None = None
+        self.log_path = data.with_suffix(".log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"{self.url}/auth/v1.0"
+
+    def start(self) -> AioCluster:
+        argv = [sys.executable, "-m", "shoal.cli", "aio", "--data", str(self.data),
+                "--port", str(self.port), "--workers", "2", *self.extra_args]  # fmt: skip
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps it)
+        self.process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.data.parent, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shoal aio exited: {self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(requests.RequestException):
+                answer = requests.get(
+                    self.auth_url,
+                    headers={"X-Auth-User": "test:tester", "X-Auth-Key": "testing"},
+                    timeout=2,
+                )
+                if answer.status_code == 200:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"shoal aio not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return process.wait()
+
+    def node_pids(self) -> list[int]:
+        """The objectd processes' pids (children of the aio process)."""
+        assert self.process is not None
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                if ppid == self.process.pid and b"objectd" in cmdline:
+                    pids.append(int(entry.name))
+        return sorted(pids)
+
+    def node_ports(self) -> dict[int, int]:
+        """pid → port of each objectd, from the log's ready lines."""
+        found = re.findall(r"objectd listening on http://[^:]+:(\d+) \(pid (\d+)\)",
+                           self.log_path.read_text())  # fmt: skip
+        return {int(pid): int(port) for port, pid in found}
