@@ -28,8 +28,8 @@ from objectd.devices import Devices
 from objectd.disk_write import TempFile, link_into
 from objectd.errors import BadRequest, ClientDisconnect, RequestTimeout
 from objectd.layout import Layout
-from objectd.limits import WRITE_BUFFER_BYTES
-from objectd.metadata import DATA, CorruptFile, choose_files, read_file
+from objectd.limits import METADATA_BYTES_MAX, TRAILER_READ_BYTES, WRITE_BUFFER_BYTES
+from objectd.metadata import DATA, FOOTER_BYTES, CorruptFile, choose_files, read_file
 from objectd.ssync_wire import (
     CONTROL_BODY_BYTES_MAX,
     OFFERS_MAX,
@@ -112,6 +112,8 @@ class ReplicationReceiver:
                 raise ClientDisconnect(f"replication stream ended early: {exc!r}") from None
             if header is None:
                 break
+            if header["size"] - header["body_bytes"] > METADATA_BYTES_MAX + FOOTER_BYTES:
+                raise BadRequest(f"frame of {header['name']} announces an oversized trailer")
             target = _Target(self.devices, device, part_dir, header["hash"], header["name"])
             outcome = await self._receive_file(
                 request, target, header["size"], header["body_bytes"]
@@ -132,6 +134,7 @@ class ReplicationReceiver:
         temp = await devices.run(device, TempFile, devices, device)
         try:
             md5 = hashlib.md5()
+            tail = _Tail(size, body_bytes)
             remaining, offset = size, 0
             while remaining > 0:
                 try:
@@ -145,10 +148,11 @@ class ReplicationReceiver:
                     raise ClientDisconnect(f"replication stream ended early: {exc!r}") from None
                 if offset < body_bytes:
                     md5.update(piece[: body_bytes - offset])
+                tail.add(offset, piece)
                 await devices.run(device, devices.io.write, temp.fd, piece)
                 offset += len(piece)
                 remaining -= len(piece)
-            return await devices.run(device, _check_and_link, target, temp, size, md5.hexdigest())
+            return await devices.run(device, _check_and_link, target, temp, tail, md5.hexdigest())
         finally:
             await devices.run(device, temp.close)
 
@@ -175,11 +179,33 @@ def _wanted(devices: Devices, device: str, part_dir: str,
     return wanted
 
 
-def _check_and_link(target: _Target, temp: TempFile, size: int, body_md5: str) -> str:
+class _Tail:
+    """The last bytes of a file being received: enough to check its trailer without reading the
+    temp file back (it is write-only). A trailer longer than any reader accepts is corrupt."""
+
+    def __init__(self, size: int, body_bytes: int):
+        self.size = size
+        self.start = max(0, min(body_bytes, size - TRAILER_READ_BYTES))
+        self.data = bytearray()
+
+    def add(self, offset: int, piece: bytes) -> None:
+        end = offset + len(piece)
+        if end > self.start:
+            self.data += piece[max(0, self.start - offset) :]
+
+    def pread(self, _fd: int, count: int, offset: int) -> bytes:
+        if offset < self.start:
+            raise CorruptFile("trailer starts before the bytes kept for it")
+        return bytes(self.data[offset - self.start : offset - self.start + count])
+
+
+def _check_and_link(target: _Target, temp: TempFile, tail: _Tail, body_md5: str) -> str:
     devices = target.devices
     io = devices.io
     try:
-        data = read_file(io, temp.fd, size)
+        if tail.size - tail.start > METADATA_BYTES_MAX + FOOTER_BYTES + TRAILER_READ_BYTES:
+            raise CorruptFile(f"trailer of {tail.size - tail.start} bytes")
+        data = read_file(tail, -1, tail.size)  # type: ignore[arg-type]
     except CorruptFile as exc:
         return f"corrupt: {exc}"
     if target.name.endswith(DATA):
