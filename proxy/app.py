@@ -24,7 +24,7 @@ from proxy.acl import Decision, deny
 from proxy.cluster import Cluster
 from proxy.config import ProxyConfig
 from proxy.container import handle_container
-from proxy.container_info import InfoCache, container_info
+from proxy.container_info import Generations, InfoCache, container_info
 from proxy.context import RequestContext
 from proxy.errors import SwiftError, error_response, unexpected_response
 from proxy.info import info_document
@@ -68,9 +68,12 @@ def _make_auth(config: ProxyConfig, secret: bytes) -> Any:
     return TempAuth(config.tempauth_users, secret, config.reseller_prefix)
 
 
-def build_app(config: ProxyConfig, secret: bytes) -> web.Application:
-    """The proxy application; ``secret`` signs tempauth tokens (the same in every worker)."""
-    state = ProxyState(config, _make_auth(config, secret))
+def build_app(
+    config: ProxyConfig, secret: bytes, generations: Generations | None = None
+) -> web.Application:
+    """The proxy application; ``secret`` signs tempauth tokens and ``generations`` invalidates
+    cached container records, both made before the workers fork so that they share them."""
+    state = ProxyState(config, _make_auth(config, secret), cache=InfoCache(generations=generations))
     app = web.Application(client_max_size=1024**2, handler_args={"max_field_size": 8192})
     app[STATE_KEY] = state
 

@@ -13,7 +13,9 @@ its record at once, so a PUT into a container this worker just created never 404
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import time
+import zlib
 from collections import OrderedDict
 from typing import Any
 
@@ -34,30 +36,69 @@ class ContainerInfo:
     headers: CIMultiDictProxy[str]
 
 
-class InfoCache:
-    """A bounded TTL map of ``(account,)`` / ``(account, container)`` → record."""
+class Generations:
+    """Change counters shared by every worker of one proxy (an anonymous shared mapping made
+    before the workers fork), so a write through one worker invalidates the others' caches.
 
-    def __init__(self, ttl_s: float = limits.INFO_CACHE_TTL_S):
+    A key hashes to one of ``GENERATION_BUCKETS`` counters; a write bumps its counter; a cached
+    record remembers the counter's value when it was fetched and is stale once it differs.
+    Two workers bumping at once may lose an increment, but the value still changes, which is
+    all a reader checks. Unrelated keys sharing a bucket only cost an extra fetch.
+    """
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, limits.GENERATION_BUCKETS * 8, flags=mmap.MAP_SHARED)
+        self._counters = memoryview(self._map).cast("Q")
+
+    @staticmethod
+    def bucket(key: tuple[str, ...]) -> int:
+        return (
+            zlib.crc32("\x00".join(key).encode("utf-8", "surrogateescape"))
+            % limits.GENERATION_BUCKETS
+        )
+
+    def get(self, key: tuple[str, ...]) -> int:
+        return self._counters[self.bucket(key)]
+
+    def bump(self, key: tuple[str, ...]) -> None:
+        index = self.bucket(key)
+        self._counters[index] = (self._counters[index] + 1) & 0xFFFFFFFFFFFFFFFF
+
+
+class InfoCache:
+    """A bounded TTL map of ``(account,)`` / ``(account, container)`` → record, invalidated
+    across workers through :class:`Generations`."""
+
+    def __init__(
+        self, ttl_s: float = limits.INFO_CACHE_TTL_S, generations: Generations | None = None
+    ):
         self.ttl_s = ttl_s
-        self._entries: OrderedDict[tuple[str, ...], tuple[float, Any]] = OrderedDict()
+        self.generations = generations or Generations()
+        self._entries: OrderedDict[tuple[str, ...], tuple[float, int, Any]] = OrderedDict()
 
     def get(self, key: tuple[str, ...]) -> Any:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry[0] < time.monotonic():
+        if entry[0] < time.monotonic() or entry[1] != self.generations.get(key):
             del self._entries[key]
             return None
-        return entry[1]
+        return entry[2]
 
-    def put(self, key: tuple[str, ...], value: Any) -> None:
-        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+    def generation(self, key: tuple[str, ...]) -> int:
+        """Read *before* fetching a record, passed to :meth:`put`: a write that happens while
+        the fetch is in flight then makes the record stale rather than cached."""
+        return self.generations.get(key)
+
+    def put(self, key: tuple[str, ...], value: Any, generation: int) -> None:
+        self._entries[key] = (time.monotonic() + self.ttl_s, generation, value)
         self._entries.move_to_end(key)
         while len(self._entries) > limits.INFO_CACHE_ENTRIES_MAX:
             self._entries.popitem(last=False)
 
     def drop(self, key: tuple[str, ...]) -> None:
         self._entries.pop(key, None)
+        self.generations.bump(key)
 
 
 def backend_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -76,6 +117,7 @@ async def container_info(
     info = cache.get(key)
     if info is not None:
         return info
+    generation = cache.generation(key)
     part, nodes = cluster.container_ring.get_nodes(account, container)
 
     async def head(dev: dict[str, Any], _index: int):
@@ -93,7 +135,7 @@ async def container_info(
         bytes_used=int(headers.get("X-Container-Bytes-Used", "0")),
         headers=headers,
     )
-    cache.put(key, info)
+    cache.put(key, info, generation)
     return info
 
 
@@ -102,6 +144,7 @@ async def account_exists(cluster: Cluster, cache: InfoCache, account: str) -> bo
     key = (account,)
     if cache.get(key):
         return True
+    generation = cache.generation(key)
     part, nodes = cluster.account_ring.get_nodes(account)
 
     async def head(dev: dict[str, Any], _index: int):
@@ -111,7 +154,7 @@ async def account_exists(cluster: Cluster, cache: InfoCache, account: str) -> bo
     if response is None:
         return None
     if response.ok:
-        cache.put(key, True)
+        cache.put(key, True, generation)
         return True
     return False
 

@@ -64,6 +64,10 @@ take effect quickly). Only positive answers are cached, and a worker's own write
 INFO_CACHE_ENTRIES_MAX = 100_000
 """Bound on cached container/account records per worker (oldest dropped beyond)."""
 
+GENERATION_BUCKETS = 8192
+"""Shared change counters of the info caches (64 KiB shared by the workers); more buckets, fewer
+needless refetches when unrelated containers share one."""
+
 TOKEN_LIFETIME_S = 86_400
 """Tempauth tokens live one day, as Swift's tempauth ``token_life``."""
 

@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # chosen before the workers fork, so a token issued by one worker is valid in all of them
     secret = bytes.fromhex(config.token_secret) if config.token_secret else os.urandom(32)
+    from proxy.container_info import Generations
+
+    generations = Generations()  # shared by the workers forked below
     shoal_log.setup("proxy", config.log_level)
     return serve_app(
-        lambda: build_app(config, secret),
+        lambda: build_app(config, secret, generations),
         host=config.bind_ip,
         port=config.bind_port,
         workers=config.worker_count,
