@@ -29,6 +29,7 @@ sys.stdout = sys.stderr
 
 from cinder import objects  # noqa: E402
 from oslo_config import cfg  # noqa: E402
+from oslo_log import log as logging  # noqa: E402
 
 objects.register_all()
 import cinder.privsep  # noqa: E402
@@ -301,7 +302,9 @@ OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 def main() -> int:
     conf_path, backend = sys.argv[1], sys.argv[2]
     started = time.monotonic()
+    logging.register_options(CONF)
     CONF(["--config-file", conf_path], project="cinder")
+    logging.setup(CONF, "cinder")  # Cinder's log to log_file, as cinder-volume does
     cinder.privsep.sys_admin_pctxt.set_client_mode(False)  # no sudo here: run in-process
     migration.db_sync()
     rpc.init(CONF)

@@ -1,7 +1,8 @@
 """Real Cinder around Shoal's driver: the Cinder venv, and Cinder's VolumeManager as a process.
 
 Public: :func:`ensure_cinder_venv`, :func:`install_project`, :class:`CinderHost`,
-:class:`CinderCallError`, :class:`CinderEnvError`, :func:`write_cinder_conf`.
+:class:`CinderCallError`, :class:`CinderEnvError`, :func:`write_cinder_conf`, and the Nova side
+of an attach: :func:`connector`, :func:`attach`, :func:`blockd_exports`.
 
 Why a separate venv: Cinder is an outside service with its own ~125 pinned packages (eventlet,
 SQLAlchemy 2.1, oslo.*); Shoal must not depend on it, and its driver must work in Cinder's
@@ -28,9 +29,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from tests.block.support import INITIATOR
 
 CINDER_VERSION = "29.0.0"
 REQUIREMENTS = (f"cinder=={CINDER_VERSION}", "setuptools", "wheel")
@@ -46,6 +50,33 @@ HOST_START_TIMEOUT_S = 180  # importing Cinder + db_sync + init_host: 5-20 s, sl
 CALL_TIMEOUT_S = 180  # one manager call (a create is < 1 s; an attach runs tgtadm)
 PYPI_PROBE_TIMEOUT_S = 10.0
 _STAMP = ".shoal-ready"
+
+
+def connector(initiator: str = INITIATOR, host: str = "compute-1") -> dict:
+    """What os-brick's ISCSIConnector.get_connector_properties gives Nova on a compute host."""
+    return {
+        "initiator": initiator,
+        "ip": "127.0.0.1",
+        "host": host,
+        "multipath": False,
+        "platform": "x86_64",
+        "os_type": "linux",
+        "mountpoint": "/dev/vdb",
+    }
+
+
+def attach(cinder, volume_id: str, initiator: str = INITIATOR) -> tuple[str, dict]:
+    result = cinder.call(
+        "attach",
+        volume_id=volume_id,
+        connector=connector(initiator),
+        instance_uuid=str(uuid.uuid4()),
+    )
+    return result["attachment_id"], result["connection_info"]
+
+
+def blockd_exports(node, volume_id: str) -> list[str]:
+    return node.api.ok("GET", f"/v1/volumes/{volume_id}/exports")["initiators"]
 
 
 class CinderEnvError(RuntimeError):

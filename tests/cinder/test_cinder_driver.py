@@ -19,39 +19,12 @@ import pytest
 
 from shoal.units import GiB, MiB
 from tests.block.support import INITIATOR, OTHER_INITIATOR, BlockdClient, Initiator
-from tests.cinder.support import CinderCallError
+from tests.cinder.support import CinderCallError, attach, blockd_exports
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 DATA_BYTES = 2 * MiB
 IQN_PREFIX = "iqn.2010-10.org.openstack:"
-
-
-def connector(initiator: str = INITIATOR, host: str = "compute-1") -> dict:
-    """What os-brick's ISCSIConnector.get_connector_properties gives Nova on a compute host."""
-    return {
-        "initiator": initiator,
-        "ip": "127.0.0.1",
-        "host": host,
-        "multipath": False,
-        "platform": "x86_64",
-        "os_type": "linux",
-        "mountpoint": "/dev/vdb",
-    }
-
-
-def attach(cinder, volume_id: str, initiator: str = INITIATOR) -> tuple[str, dict]:
-    result = cinder.call(
-        "attach",
-        volume_id=volume_id,
-        connector=connector(initiator),
-        instance_uuid=str(uuid.uuid4()),
-    )
-    return result["attachment_id"], result["connection_info"]
-
-
-def blockd_exports(node, volume_id: str) -> list[str]:
-    return node.api.ok("GET", f"/v1/volumes/{volume_id}/exports")["initiators"]
 
 
 def login_refused(initiator: Initiator, info: dict) -> bool:
