@@ -6,7 +6,9 @@ The middleware does two things:
 
 1. ``POST /<device>/<partition>`` with ``X-Backend-Object-Replication: hashes|missing_check|
    receive`` is served here (:mod:`objectd.ssync_receiver`, wire format in
-   :mod:`objectd.ssync_wire`); every other request goes on to objectd's own dispatcher.
+   :mod:`objectd.ssync_wire`), and ``POST /<device>/<partition>/<account>[/<container>]`` with
+   ``db_file`` (a whole database, :mod:`objectd.db_receiver`); every other request goes on to
+   objectd's own dispatcher.
 2. After an object PUT (201), POST (202) or DELETE (204, or 404: a tombstone is written even
    when there was no object), the object's suffix is marked stale in its partition's hash cache
    (:func:`objectd.suffix_hashes.invalidate_suffix`), so the replicator rehashes it.
@@ -24,6 +26,7 @@ from aiohttp import web
 from objectd.backend_headers import policy_index_of
 from objectd.backend_path import parse_backend_path, valid_device_name
 from objectd.config import ObjectdConfig, resolve_seed
+from objectd.db_receiver import OP_DB_FILE, DatabaseReceiver
 from objectd.devices import Devices
 from objectd.errors import BadRequest, ObjectdError, error_response
 from objectd.layout import Layout
@@ -71,6 +74,9 @@ def _devices_of(app: web.Application) -> Devices:
 
 async def _serve_op(receiver: ReplicationReceiver, request: web.Request, op: str):
     try:
+        if op == OP_DB_FILE:
+            databases = DatabaseReceiver(receiver.devices, receiver.layout)
+            return await databases.receive(request, parse_backend_path(request.raw_path))
         parts = request.raw_path.split("?", 1)[0].strip("/").split("/")
         if len(parts) != 2 or not valid_device_name(parts[0]) or not parts[1].isdigit():
             raise BadRequest("object replication path is /<device>/<partition>")
