@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from objectd.client import BackendClient, BackendError, BackendResponse
+from objectd.client import BackendClient, BackendError, BackendResponse, Node
 from proxy.config import Policy, ProxyConfig
 from proxy.error_limiting import ErrorLimiter, NodeKey
 from ring import Ring, ring_name
@@ -38,7 +38,9 @@ def quorum_size(replicas: int) -> int:
     return replicas // 2 + 1
 
 
-def node_key(dev: Dev) -> NodeKey:
+def node_key(dev: Dev | Node) -> NodeKey:
+    if isinstance(dev, Node):
+        return (dev.ip, dev.port, dev.device)
     return (dev["ip"], dev["port"], dev["device"])
 
 
@@ -135,7 +137,7 @@ class Cluster:
         for dev in limited:
             yield dev, True
 
-    def record(self, dev: Dev, failure: str | None) -> None:
+    def record(self, dev: Dev | Node, failure: str | None) -> None:
         if failure is None:
             self.errors.record_success(node_key(dev))
         else:

@@ -216,13 +216,25 @@ async def handle_object_get(ctx: RequestContext) -> web.StreamResponse:
                 await response.write(chunk)
         except BackendError as exc:
             log.error("object GET: no replica could finish the body: %s", exc)
-            if ctx.request.transport is not None:
-                ctx.request.transport.abort()
+            _cut(ctx.request)
+            return response
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away
+        except Exception:  # a bug, after the status line went out: cut the body short
+            log.exception("object GET: failed mid-body")
+            _cut(ctx.request)
             return response
         await response.write_eof()
         return response
     finally:
         opened.close()
+
+
+def _cut(request: web.Request) -> None:
+    """End a response whose status is already sent: the client sees a short body, never a
+    complete wrong one."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _head(ctx: RequestContext) -> web.StreamResponse:
