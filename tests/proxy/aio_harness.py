@@ -112,3 +112,66 @@ class AioCluster:
         found = re.findall(r"objectd listening on http://[^:]+:(\d+) \(pid (\d+)\)",
                            self.log_path.read_text())  # fmt: skip
         return {int(pid): int(port) for port, pid in found}
+
+
+class ProxyProcess:
+    """One ``shoal proxy --config <file>`` (e.g. in keystone mode beside an aio's proxy)."""
+
+    def __init__(self, root: Path, options: dict[str, object], keystone: dict[str, object]):
+        self.root = root
+        self.port = free_port()
+        self.config_path = root / "proxy.toml"
+        self.log_path = root / "proxy.log"
+        self.options = {"bind_ip": "127.0.0.1", "bind_port": self.port, "workers": 1, **options}
+        self.keystone = keystone
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ProxyProcess:
+        def toml(values: dict[str, object]) -> str:
+            def value(v: object) -> str:
+                if isinstance(v, bool):
+                    return "true" if v else "false"
+                if isinstance(v, int | float):
+                    return repr(v)
+                if isinstance(v, list):
+                    return "[" + ", ".join(value(x) for x in v) + "]"
+                return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            return "".join(f"{k} = {value(v)}\n" for k, v in values.items())
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            "[proxy]\n" + toml(self.options) + "\n[keystone]\n" + toml(self.keystone)
+        )
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps it)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shoal.cli", "proxy", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root,
+        )  # fmt: skip
+        log.close()
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                self.stop()
+                raise RuntimeError(f"proxy exited: {self.log_path.read_text()[-3000:]}")
+            if b"listening on" in line:
+                return self
+        self.stop()
+        raise RuntimeError("proxy did not listen in time")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
