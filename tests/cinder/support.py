@@ -37,7 +37,8 @@ from typing import Any
 from tests.block.support import INITIATOR
 
 CINDER_VERSION = "29.0.0"
-REQUIREMENTS = (f"cinder=={CINDER_VERSION}", "setuptools", "wheel")
+# python-swiftclient: optional for Cinder, needed by its Swift backup driver (tested on Shoal)
+REQUIREMENTS = (f"cinder=={CINDER_VERSION}", "python-swiftclient", "setuptools", "wheel")
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
 CONSTRAINTS_FILE = HERE / "cinder-constraints.txt"  # pip freeze of a working Cinder 29 venv
