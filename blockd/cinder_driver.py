@@ -57,6 +57,9 @@ GiB = 1024**3
 HTTP_TIMEOUT_S = 60.0  # one blockd call: creates/snapshots are O(1); an export runs tgtadm
 TOKEN_MARGIN_S = 120.0  # a Keystone token is renewed this long before it expires
 DEFAULT_TOKEN_LIFETIME_S = 3600.0  # when Keystone's answer has no parsable expires_at
+IMAGE_TIMEOUT_S = 3600.0  # a large image over a slow link; the task reports its progress
+TASK_POLL_S = 1.0  # how often a running blockd task is asked for its state
+RAW_FORMATS = (None, "raw")  # blockd streams the bytes as they are: no conversion
 
 shoal_opts = [
     cfg.StrOpt(
@@ -89,6 +92,11 @@ shoal_opts = [
         help="Backend (and pool) name reported to the scheduler when volume_backend_name is unset.",
     ),
     cfg.FloatOpt("shoal_http_timeout_s", default=HTTP_TIMEOUT_S, help="Timeout of one call."),
+    cfg.FloatOpt(
+        "shoal_image_timeout_s",
+        default=IMAGE_TIMEOUT_S,
+        help="How long an image download by blockd into a volume may take.",
+    ),
 ]
 cfg.CONF.register_opts(shoal_opts, group=configuration.SHARED_CONF_GROUP)
 
@@ -343,6 +351,36 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
     def revert_to_snapshot(self, context, volume, snapshot):
         path = f"/v1/volumes/{self._volume_id(volume)}/revert"
         self._blockd.ok("POST", path, {"snapshot_id": self._snapshot_id(snapshot)})
+
+    # --- images ---------------------------------------------------------------------------
+    def copy_image_to_volume(self, context, volume, image_service, image_id, disable_sparse=False):
+        """blockd downloads the image from Glance into the volume itself (a task), so the
+        cinder-volume host never attaches the volume (Cinder's default needs an initiator)."""
+        from cinder.image import glance  # only here: importing it registers Glance's options
+
+        meta = image_service.show(context, image_id)
+        if meta.get("disk_format") not in RAW_FORMATS:
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=f"disk_format {meta.get('disk_format')!r}: blockd imports raw images only",
+            )
+        netloc, use_ssl = next(iter(glance.get_api_servers(context)))
+        url = f"{'https' if use_ssl else 'http'}://{netloc}/v2/images/{image_id}/file"
+        headers = {"X-Auth-Token": context.auth_token} if context.auth_token else {}
+        volume_id = self._volume_id(volume)
+        # blockd writes an image only into a volume it creates: the empty one made for this
+        # image (status "downloading", never exported) is replaced by one made from the image.
+        self._blockd.ok("DELETE", f"/v1/volumes/{volume_id}", expect=(204, 404))
+        body = {"id": volume_id, "size_gib": volume.size, "image": {"url": url, "headers": headers}}
+        task = self._blockd.ok("POST", "/v1/volumes", body, expect=(202,))["task"]
+        deadline = time.monotonic() + self.configuration.shoal_image_timeout_s
+        while task["state"] == "running":
+            if time.monotonic() > deadline:
+                raise exception.ImageCopyFailure(reason=f"blockd task {task['id']} timed out")
+            time.sleep(TASK_POLL_S)
+            task = self._blockd.ok("GET", f"/v1/tasks/{task['id']}")["task"]
+        if task["state"] != "done":
+            raise exception.ImageCopyFailure(reason=f"blockd: {task['error']}")
 
     # --- snapshots ------------------------------------------------------------------------
     def create_snapshot(self, snapshot):
