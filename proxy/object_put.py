@@ -71,6 +71,8 @@ async def request_body(
     Raises (also from the iterator):
         SwiftError: 499 if the client sent less than it announced, 408 if it stalled.
     """
+    if content_length == 0:
+        return b""  # aiohttp's empty stream refuses even readexactly(0)
     if content_length is not None and content_length <= limits.SMALL_PUT_BYTES_MAX:
         try:
             async with asyncio.timeout(client_timeout_s):

@@ -5,9 +5,11 @@ Public: :func:`main`, :func:`build_rings`.
 First start (an empty ``--data`` directory): build the rings (4 nodes x 1 device, 3 replicas,
 two storage policies ``gold`` (default) and ``silver``) and pick a free port per node. Every
 start: one ``objectd`` per node on its own port, then the proxy; print the auth URL and the
-credentials when everything listens. Ctrl-C or SIGTERM stops the children (SIGTERM, then
-SIGKILL after a grace period); a child that dies stops the others too, since a silently
-shrunken cluster is worse than a clear exit. A restart on the same directory keeps the data,
+credentials when everything listens; then the background daemons this build has (replicator,
+db-replicator, auditor, updater, expirer: one of each per node; ``--no-daemons`` skips them).
+Ctrl-C or SIGTERM stops the children (SIGTERM, then SIGKILL after a grace period). An objectd
+or the proxy that dies stops the others too, since a silently shrunken cluster is worse than a
+clear exit; a background daemon that dies is only reported (the data path still works). A restart on the same directory keeps the data,
 the ports and the token secret (so clients stay logged in).
 
 Layout of ``--data``::
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib.util
 import os
 import secrets
 import signal
@@ -40,6 +43,7 @@ POLICY_INDEXES = (0, 1)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0  # the daemons' own shutdown timeout is 30 s too
 _PR_SET_PDEATHSIG = 1
+_DAEMON_TABLES = ("replicator", "db_replicator", "auditor", "updater", "expirer")
 _FORWARDERS: set[asyncio.Future[None]] = set()  # output pumps, kept referenced while they run
 
 
@@ -108,9 +112,11 @@ def _prepare(data: Path, host: str, args: argparse.Namespace) -> tuple[list[Path
         (node / "devices" / dev["device"]).mkdir(parents=True, exist_ok=True)
         config = node / "objectd.toml"
         config.write_text(
-            _toml({"devices": str(node / "devices"), "bind_ip": dev["ip"],
-                   "bind_port": dev["port"], "mount_check": False, "ring_dir": str(ring_dir),
-                   "workers": 1, "log_level": "WARNING"})
+            "[objectd]\n"
+            + _toml({"devices": str(node / "devices"), "bind_ip": dev["ip"],
+                     "bind_port": dev["port"], "mount_check": False, "ring_dir": str(ring_dir),
+                     "workers": 1, "log_level": "WARNING"})
+            + "".join(f"\n[{table}]\nlog_level = \"WARNING\"\n" for table in _DAEMON_TABLES)
         )  # fmt: skip
         node_configs.append(config)
     proxy_config = data / "proxy.toml"
@@ -181,11 +187,13 @@ async def _run(args: argparse.Namespace) -> int:
     node_configs, proxy_config = _prepare(data, args.bind, args)
     python = [sys.executable, "-m", "shoal.cli"]
     processes: list[asyncio.subprocess.Process] = []
+    background: list[asyncio.subprocess.Process] = []
     try:
         for number, config in enumerate(node_configs, start=1):
             argv = [*python, "objectd", "--config", str(config)]
             processes.append(await _start(f"objectd {number}", argv))
         processes.append(await _start("proxy", [*python, "proxy", "--config", str(proxy_config)]))
+        background = [] if args.no_daemons else await _start_daemons(python, node_configs)
         url = f"http://{args.bind}:{args.port}"
         print(
             f"\nShoal all-in-one is ready (data in {data}).\n"
@@ -196,6 +204,8 @@ async def _run(args: argparse.Namespace) -> int:
             "Ctrl-C stops everything; a restart keeps the data.",
             flush=True,
         )
+        for process in background:
+            _FORWARDERS.add(asyncio.ensure_future(_report_exit(process)))
         waits = {asyncio.ensure_future(p.wait()): p for p in processes}
         done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         dead = waits[next(iter(done))]
@@ -205,7 +215,48 @@ async def _run(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         return 0
     finally:
-        await asyncio.shield(_stop(processes))
+        await asyncio.shield(_stop(processes + background))
+
+
+def _available_daemons() -> list[str]:
+    """The background daemons this build has (replicator, auditor, ...), by command name."""
+    try:
+        from objectd.daemon_main import DAEMONS
+    except ImportError:
+        return []
+    names = []
+    for name, target in DAEMONS.items():
+        module = target.partition(":")[0]
+        with contextlib.suppress(ImportError, ValueError):
+            if importlib.util.find_spec(module) is not None:
+                names.append(name)
+    return names
+
+
+async def _start_daemons(
+    python: list[str], node_configs: list[Path]
+) -> list[asyncio.subprocess.Process]:
+    """One of each background daemon per node. They print no ready line: started, not awaited."""
+    processes = []
+    for name in _available_daemons():
+        for config in node_configs:
+            argv = [*python, name, "--config", str(config)]
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+            processes.append(process)
+    if processes:
+        print(f"background daemons: {', '.join(_available_daemons())} (one per node)", flush=True)
+    return processes
+
+
+async def _report_exit(process: asyncio.subprocess.Process) -> None:
+    """A background daemon that dies is reported, not fatal: the data path keeps working, and
+    the operator sees why in its log lines above."""
+    code = await process.wait()
+    if code not in (0, -signal.SIGTERM):
+        print(f"shoal aio: background daemon pid {process.pid} exited with {code}",
+              file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,6 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", default="127.0.0.1", help="address of every daemon")
     parser.add_argument("--port", type=int, default=8080, help="the proxy's port")
     parser.add_argument("--workers", type=int, default=0, help="proxy workers (0: one per core)")
+    parser.add_argument("--no-daemons", action="store_true", help="no replicator, auditor, ...")
     parser.add_argument(
         "--node-timeout-s", type=float, default=10.0, help="proxy's backend timeout"
     )

@@ -315,3 +315,10 @@ def test_account_head_of_a_new_account_reads_empty(aio: AioCluster):
     answer = fresh.request("HEAD")
     assert answer.status_code == 204
     assert json.loads(json.dumps(dict(answer.headers)))["X-Account-Container-Count"].isdigit()
+
+
+def test_a_zero_byte_object_round_trips(tester: Client, cont: str):
+    put = tester.request("PUT", cont + "/empty", data=b"")
+    assert (put.status_code, put.headers["ETag"]) == (201, hashlib.md5(b"").hexdigest())
+    get = tester.request("GET", cont + "/empty")
+    assert (get.status_code, get.content, get.headers["Content-Length"]) == (200, b"", "0")
