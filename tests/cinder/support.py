@@ -37,8 +37,15 @@ from typing import Any
 from tests.block.support import INITIATOR
 
 CINDER_VERSION = "29.0.0"
-# python-swiftclient: optional for Cinder, needed by its Swift backup driver (tested on Shoal)
-REQUIREMENTS = (f"cinder=={CINDER_VERSION}", "python-swiftclient", "setuptools", "wheel")
+# python-swiftclient: optional for Cinder, needed by its Swift backup driver (tested on Shoal);
+# gunicorn serves cinder-api in the level-3 stack (make test-stack)
+REQUIREMENTS = (
+    f"cinder=={CINDER_VERSION}",
+    "python-swiftclient",
+    "gunicorn",
+    "setuptools",
+    "wheel",
+)
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
 CONSTRAINTS_FILE = HERE / "cinder-constraints.txt"  # pip freeze of a working Cinder 29 venv
