@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run test test-fast lint format system-packages bench clean
+.PHONY: run test test-fast test-stack lint format system-packages bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: | $(VENV)/bin/python
 ## make test: the whole default suite (lint, unit, integration, cluster, block)
 test: $(STAMP) system-packages lint
 	$(PY) -m pytest
+
+## make test-stack: real Cinder control plane (Keystone, RabbitMQ, cinder-api/scheduler/volume) on blockd; ~1 min warm, not in make test
+test-stack: $(STAMP) system-packages
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || apt-get install -y -q --no-install-recommends rabbitmq-server
+	SHOAL_CINDER_STACK=1 $(PY) -m pytest tests/cinder/test_stack.py
 
 test-fast: $(STAMP) lint
 	$(PY) -m pytest -m "not slow and not root"
