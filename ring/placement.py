@@ -99,12 +99,11 @@ class Rebalance:
                 continue
             for part, dev_id in enumerate(row):
                 if dev_id not in valid:
-                    self.previous[(part, replica)] = dev_id
+                    if dev_id != NONE:  # a first placement is not a move: nothing to remember
+                        self.previous[(part, replica)] = dev_id
+                        self.moved_parts.add(part)
                     row[part] = NONE
                     gathered.append((part, replica))
-        for part, replica in gathered:
-            if self.previous[(part, replica)] != NONE:  # a first placement is not a move
-                self.moved_parts.add(part)
         return gathered
 
     def _gather_badly_dispersed(self) -> list[tuple[int, int]]:
