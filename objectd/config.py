@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ring.ring import Ring
-from shoal.config import ConfigError, from_mapping, option
+from shoal.config import ConfigError, from_mapping, option, read_toml
 
 DEFAULT_ALLOWED_HEADERS = [
     "Cache-Control",
@@ -90,7 +89,7 @@ class ObjectdConfig:
     """Every option of objectd, with its default and one line of documentation."""
 
     # option() is a dataclasses.field, which RUF009 does not recognise
-    devices: Path = option(Path("/srv/node"), "root directory holding one directory per device")  # noqa: RUF009
+    devices: Path = option(Path("/srv/node"), "root directory holding one directory per device")
     bind_ip: str = option("0.0.0.0", "address to listen on")
     bind_port: int = option(
         6200, "port to listen on (0: any free port)", check=lambda v: 0 <= v < 65536
@@ -120,7 +119,7 @@ class ObjectdConfig:
         "async pendings",
         check=lambda v: v > 0,
     )
-    ring_dir: Path = option(Path("/etc/shoal"), "directory of ring files (for the seed)")  # noqa: RUF009
+    ring_dir: Path = option(Path("/etc/shoal"), "directory of ring files (for the seed)")
     hash_path_seed: str = option(
         "", "hash seed in hex; overrides the seed of <ring_dir>/object.ring", check=_seed_ok
     )
@@ -132,7 +131,7 @@ class ObjectdConfig:
     auto_create_account_prefix: str = option(
         ".", "accounts and containers with this prefix are created on first update"
     )
-    allowed_headers: list[str] = option(  # noqa: RUF009
+    allowed_headers: list[str] = option(
         DEFAULT_ALLOWED_HEADERS, "object headers stored as metadata besides X-Object-Meta-*"
     )
     log_level: str = option(
@@ -160,15 +159,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+        data = read_toml(path)
         if isinstance(data.get("objectd"), dict):
             data = data["objectd"]
     data.update(overrides or {})

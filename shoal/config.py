@@ -1,6 +1,7 @@
 """TOML configuration with typed, documented defaults.
 
-Public: :func:`option`, :func:`load`, :func:`render_defaults`, :class:`ConfigError`.
+Public: :func:`option`, :func:`load`, :func:`read_toml`, :func:`from_mapping`,
+:func:`render_defaults`, :class:`ConfigError`.
 
 Every daemon describes its configuration as a frozen dataclass whose fields are declared with
 :func:`option` (a default and one line of documentation). :func:`load` reads a TOML file (or a
@@ -92,6 +93,19 @@ def from_mapping(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     return cls(**kwargs)
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML document at ``path``; a missing, unreadable or invalid file is a ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
 def load(cls: type[T], path: str | Path | None, *, table: str | None = None) -> T:
     """Load ``cls`` from the TOML file ``path`` (defaults only when ``path`` is None).
 
@@ -100,15 +114,7 @@ def load(cls: type[T], path: str | Path | None, *, table: str | None = None) -> 
     """
     if path is None:
         return cls()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    data = read_toml(path)
     if table is not None:
         data = data.get(table, {})
         if not isinstance(data, dict):
