@@ -45,6 +45,8 @@ CHUNK_BYTES = 4 * MiB  # Cinder's Swift backup driver uses 50 MiB objects; 4 MiB
 UPLOADS_IN_FLIGHT = 4  # chunks being sent at once: keeps the link busy, memory <= 5 chunks
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0  # per socket read: a stalled object store fails the task
+ATTEMPTS = 3  # a proxy that lost its quorum for a moment (503) or a reset connection
+RETRY_BACKOFF_S = 0.5  # times the attempt number
 _ZERO_CHUNK = bytes(CHUNK_BYTES)
 
 
@@ -70,15 +72,26 @@ class ObjectStore:
         return f"{base}/{name}" if name else base
 
     async def _request(self, method: str, name: str = "", data: bytes | None = None):
+        """One call, retried after a connection error or a 5xx: every call here is idempotent
+        (chunks are named by their content; a manifest is written once, when complete)."""
         timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
         headers = {"X-Auth-Token": self.token}
-        try:
-            async with self.session.request(
-                method, self._url(name), data=data, headers=headers, timeout=timeout
-            ) as response:
-                return response.status, await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise BackendFailure(f"object store {method} {self._url(name)}: {exc}") from None
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self.session.request(
+                    method, self._url(name), data=data, headers=headers, timeout=timeout
+                ) as response:
+                    status, body = response.status, await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt == ATTEMPTS:
+                    raise BackendFailure(
+                        f"object store {method} {self._url(name)}: {exc}"
+                    ) from None
+            else:
+                if status < 500 or attempt == ATTEMPTS:
+                    return status, body
+            await asyncio.sleep(RETRY_BACKOFF_S * attempt)
+        raise AssertionError("unreachable")
 
     def _fail(self, method: str, name: str, status: int) -> BackendFailure:
         return BackendFailure(f"object store {method} {self._url(name)} answered {status}")
