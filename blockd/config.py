@@ -30,9 +30,7 @@ class BlockdConfig:
         "dev", "dev (static token) or keystone", check=lambda v: v in AUTH_MODES
     )
     dev_token: str = option("blockd-dev-token", "the static X-Auth-Token accepted in dev mode")
-    allowed_roles: list[str] = option(  # noqa: RUF009 (option() makes a default_factory)
-        ["service", "admin"], "keystone: a token needs one of these"
-    )
+    allowed_roles: list[str] = option(["service", "admin"], "keystone: a token needs one of these")
     keystone_auth_url: str = option("http://127.0.0.1:5000/v3", "keystone: identity v3 endpoint")
     keystone_username: str = option("blockd", "keystone: blockd's own service user")
     keystone_password: str = option("", "keystone: that user's password")
@@ -41,7 +39,7 @@ class BlockdConfig:
     keystone_project_domain_name: str = option("Default", "keystone: the project's domain")
 
     backend: str = option("reflink", "reflink or lvm-thin", check=lambda v: v in BACKENDS)
-    reflink_dir: Path = option(  # noqa: RUF009 (Path is immutable)
+    reflink_dir: Path = option(
         Path("/var/lib/shoal/blockd/volumes"), "reflink: directory on XFS or btrfs with reflink"
     )
     lvm_vg: str = option("shoal-volumes", "lvm-thin: volume group")
@@ -51,11 +49,9 @@ class BlockdConfig:
     )
 
     target: str = option("tgt", "tgt or lio", check=lambda v: v in TARGETS)
-    target_portals: list[str] = option(  # noqa: RUF009 (option() makes a default_factory)
-        ["127.0.0.1:3260"], "ip:port the initiators connect to"
-    )
+    target_portals: list[str] = option(["127.0.0.1:3260"], "ip:port the initiators connect to")
     target_iqn_prefix: str = option("iqn.2010-10.org.openstack:", "target IQN = prefix + LV name")
-    tgt_conf_dir: Path = option(  # noqa: RUF009 (Path is immutable)
+    tgt_conf_dir: Path = option(
         Path("/var/lib/shoal/blockd/tgt"), "tgt: one config file per exported volume"
     )
     tgt_control_port: int = option(0, "tgt: tgtd's control port (-C), 0 = tgtd's default")
@@ -65,7 +61,7 @@ class BlockdConfig:
         "tgtd); 0 = only at start",
         check=lambda v: v >= 0,
     )
-    lio_save_file: Path = option(  # noqa: RUF009 (Path is immutable)
+    lio_save_file: Path = option(
         Path("/etc/target/saveconfig.json"), "lio: rtslib saveconfig, restored at start"
     )
 
