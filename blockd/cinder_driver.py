@@ -31,7 +31,8 @@ same UUID (``provider_id`` keeps the blockd id, so a managed volume keeps its ow
 likewise. ``create_export`` exports the volume to the connector's initiator (blockd generates the
 CHAP pair once per volume and keeps it) and saves Cinder's usual ``provider_location`` /
 ``provider_auth`` strings; ``initialize_connection`` returns the iSCSI ``connection_info``
-os-brick reads. ``terminate_connection`` unexports the initiator unless another attachment of
+os-brick reads. Images go between Glance and the volume through blockd itself (raw only), never
+through an attach on the cinder-volume host. ``terminate_connection`` unexports the initiator unless another attachment of
 the same initiator still uses it, and returns whether any initiator still needs the export, so
 Cinder skips ``remove_export`` then. ``remove_export`` unexports every initiator that no
 attached attachment uses (the whole target after the last detach, as Cinder's LVM driver does).
@@ -373,14 +374,34 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
         self._blockd.ok("DELETE", f"/v1/volumes/{volume_id}", expect=(204, 404))
         body = {"id": volume_id, "size_gib": volume.size, "image": {"url": url, "headers": headers}}
         task = self._blockd.ok("POST", "/v1/volumes", body, expect=(202,))["task"]
+        self._wait_task(task, exception.ImageCopyFailure)
+
+    def copy_volume_to_image(self, context, volume, image_service, image_meta):
+        """blockd streams the volume to Glance itself (a task): no attach on this host."""
+        from cinder.image import glance
+
+        disk_format = image_meta.get("disk_format")
+        if disk_format not in RAW_FORMATS:
+            raise exception.ImageUnacceptable(
+                image_id=image_meta["id"],
+                reason=f"disk_format {disk_format!r}: blockd uploads raw images only",
+            )
+        netloc, use_ssl = next(iter(glance.get_api_servers(context)))
+        url = f"{'https' if use_ssl else 'http'}://{netloc}/v2/images/{image_meta['id']}/file"
+        headers = {"X-Auth-Token": context.auth_token} if context.auth_token else {}
+        path = f"/v1/volumes/{self._volume_id(volume)}/upload"
+        task = self._blockd.ok("POST", path, {"url": url, "headers": headers}, expect=(202,))
+        self._wait_task(task["task"], exception.ImageCopyFailure)
+
+    def _wait_task(self, task: dict, error) -> None:
         deadline = time.monotonic() + self.configuration.shoal_image_timeout_s
         while task["state"] == "running":
             if time.monotonic() > deadline:
-                raise exception.ImageCopyFailure(reason=f"blockd task {task['id']} timed out")
+                raise error(reason=f"blockd task {task['id']} timed out")
             time.sleep(TASK_POLL_S)
             task = self._blockd.ok("GET", f"/v1/tasks/{task['id']}")["task"]
         if task["state"] != "done":
-            raise exception.ImageCopyFailure(reason=f"blockd: {task['error']}")
+            raise error(reason=f"blockd: {task['error']}")
 
     # --- snapshots ------------------------------------------------------------------------
     def create_snapshot(self, snapshot):

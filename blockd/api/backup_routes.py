@@ -1,4 +1,5 @@
-"""blockd's backup API: snapshots to the object store and back (see :mod:`blockd.backup`).
+"""blockd's backup API: snapshots to the object store and back (see :mod:`blockd.backup`), and
+a volume's upload to an image store (see :mod:`blockd.image_upload`).
 
 Public: :func:`add_backup_routes`.
 
@@ -10,8 +11,9 @@ Registered by one line in :func:`blockd.api.app.make_app`, after its own routes:
 |---|---|---|
 | ``POST /v1/backups`` | ``{"id"?: uuid, "snapshot_id": uuid, "parent_id"?: uuid, "object_store": {"storage_url", "token", "container"}}`` | 202 ``{"backup": {"id", "snapshot_id", "parent_id", "container", "manifest"}, "task"}`` |
 | ``POST /v1/backups/{id}/restore`` | ``{"volume_id"?: uuid, "size_gib"?: int, "object_store": {…}}`` | 202 ``{"volume", "task"}`` (a new volume, at least the backup's size) |
+| ``POST /v1/volumes/{id}/upload`` | ``{"url": "http(s)://…", "headers"?: {…}}`` | 202 ``{"task"}``: the volume's bytes are PUT to ``url`` (Glance's ``/v2/images/<id>/file``) |
 
-Both run as tasks (``GET /v1/tasks/{id}``: progress = bytes read or written / volume size). The
+All three run as tasks (``GET /v1/tasks/{id}``: progress = bytes read or written / volume size). The
 backup's result is its manifest object, ``backups/<id>``, in the container (written last). The
 token is used for that task only and never stored or logged.
 """
@@ -27,6 +29,7 @@ from aiohttp import web
 
 from blockd.backup import ObjectStore, backup_snapshot, manifest_name, restore_backup
 from blockd.errors import InvalidRequest
+from blockd.image_upload import upload_volume
 from blockd.model import parse_size_gib, parse_uuid
 from blockd.service import BlockService
 from blockd.tasks import TaskRegistry
@@ -35,6 +38,7 @@ from shoal.units import GiB
 BACKUP_SERVICE = web.AppKey("backup_service", BlockService)
 BACKUP_TASKS = web.AppKey("backup_tasks", TaskRegistry)
 BACKUP_HTTP = web.AppKey("backup_http", aiohttp.ClientSession)
+UPLOAD_HEADERS_MAX = 16  # X-Auth-Token and the like, passed on to the image store
 STORE_FIELD_BYTES_MAX = 8192  # a storage URL, a token (fernet ~ 200 bytes, PKI-less) or a name
 
 
@@ -94,6 +98,29 @@ async def create_backup(request: web.Request) -> web.Response:
     return web.json_response({"backup": backup, "task": task.as_dict()}, status=202)
 
 
+async def upload(request: web.Request) -> web.Response:
+    """Stream the volume to an image store (Cinder's copy_volume_to_image) as a task."""
+    volume_id = parse_uuid(request.match_info["volume_id"], "volume_id")
+    body = await _body(request, {"url", "headers"})
+    url, headers = body.get("url"), body.get("headers") or {}
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidRequest("url must be an http(s) URL")
+    if not isinstance(headers, dict) or len(headers) > UPLOAD_HEADERS_MAX:
+        raise InvalidRequest(f"headers must be an object of at most {UPLOAD_HEADERS_MAX}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise InvalidRequest("headers must map strings to strings")
+    service, tasks = request.app[BACKUP_SERVICE], request.app[BACKUP_TASKS]
+    tasks.check_room()
+    await service.get_volume(volume_id)  # 404 now rather than a failed task
+    session = request.app[BACKUP_HTTP]
+
+    async def work(task) -> None:
+        await upload_volume(service, session, volume_id, url, headers, task)
+
+    task = tasks.start("image-upload", volume_id, work)
+    return web.json_response({"task": task.as_dict()}, status=202)
+
+
 async def restore(request: web.Request) -> web.Response:
     backup_id = parse_uuid(request.match_info["backup_id"], "backup_id")
     body = await _body(request, {"volume_id", "size_gib", "object_store"})
@@ -130,5 +157,6 @@ def add_backup_routes(app: web.Application, service: BlockService, tasks: TaskRe
         [
             web.post("/v1/backups", create_backup),
             web.post("/v1/backups/{backup_id}/restore", restore),
+            web.post("/v1/volumes/{volume_id}/upload", upload),
         ]
     )

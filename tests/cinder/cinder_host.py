@@ -34,7 +34,7 @@ from oslo_log import log as logging  # noqa: E402
 objects.register_all()
 import cinder.privsep  # noqa: E402
 from cinder import context, coordination, quota, rpc  # noqa: E402
-from cinder.common import config as _config  # noqa: E402,F401  (registers options)
+from cinder.common import config as _config  # noqa: E402, F401
 from cinder.compute import nova as compute_nova  # noqa: E402
 from cinder.db import migration  # noqa: E402
 from cinder.volume import manager as volume_manager  # noqa: E402
@@ -302,11 +302,21 @@ class MiniImageService:
 
 def op_copy_image(h: Host, volume_id, image_id, glance_url, meta):
     """The driver's copy_image_to_volume as the create-from-image flow calls it."""
-    from cinder.image import glance  # noqa: F401  (registers glance_api_servers)
+    from cinder.image import glance  # noqa: F401
 
     CONF.set_override("glance_api_servers", [glance_url])
     volume = h.volume(volume_id)
     h.mgr.driver.copy_image_to_volume(h.ctx, volume, MiniImageService(meta), image_id)
+    return h.volume_row(volume_id)
+
+
+def op_upload_image(h: Host, volume_id, glance_url, meta):
+    """The driver's copy_volume_to_image as the upload-to-image API path calls it."""
+    from cinder.image import glance  # noqa: F401
+
+    CONF.set_override("glance_api_servers", [glance_url])
+    volume = h.volume(volume_id)
+    h.mgr.driver.copy_volume_to_image(h.ctx, volume, MiniImageService(meta), meta)
     return h.volume_row(volume_id)
 
 

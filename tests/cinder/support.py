@@ -18,6 +18,7 @@ one-JSON-line-per-request protocol; see that file for what is real and what is n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -27,12 +28,15 @@ import selectors
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from tests.block.support import INITIATOR
 
@@ -57,6 +61,7 @@ PROJECT_INSTALL_TIMEOUT_S = 180  # ~5 s: one wheel build of Shoal, no dependenci
 HOST_START_TIMEOUT_S = 180  # importing Cinder + db_sync + init_host: 5-20 s, slower when loaded
 CALL_TIMEOUT_S = 180  # one manager call (a create is < 1 s; an attach runs tgtadm)
 PYPI_PROBE_TIMEOUT_S = 10.0
+SERVER_START_TIMEOUT_S = 30.0  # an in-process blockd: backend and target checks, ~1 s
 _STAMP = ".shoal-ready"
 
 
@@ -199,6 +204,58 @@ def install_project(venv: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def serve_in_thread(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1:<free port> from a thread with its own event loop."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    started = threading.Event()
+    url: list[str] = []
+
+    async def start() -> None:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        finally:
+            started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="blockd-backup", daemon=True)
+    thread.start()
+    started.wait(SERVER_START_TIMEOUT_S)
+    try:
+        assert url, "the in-process blockd did not start"
+        yield url[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=60)
+
+
+@contextlib.contextmanager
+def blockd_with_backup_routes(node, workdir: Path) -> Iterator[str]:
+    """A blockd serving the backup/upload routes (``add_backup_routes``, not yet registered in
+    ``make_app``) in this process, on ``node``'s storage and target (no reconciling); its URL."""
+    from blockd.api.app import SERVICE, TASKS
+    from blockd.api.backup_routes import add_backup_routes
+    from blockd.config import load_config
+    from blockd.main import build_app
+    from tests.block.support import BlockdProcess
+
+    config = {**node.config, "reconcile_interval_s": 0.0}
+    app = build_app(load_config(BlockdProcess(workdir, config).config_path))
+    add_backup_routes(app, app[SERVICE], app[TASKS])
+    with serve_in_thread(app) as url:
+        yield url
+
+
 def write_cinder_conf(workdir: Path, backend_options: dict[str, str]) -> Path:
     """cinder.conf for the level-2 host: SQLite, fake:// transport, one Shoal backend."""
     backend = "\n".join(f"{k} = {v}" for k, v in backend_options.items())
@@ -236,7 +293,7 @@ class CinderHost:
     def __init__(self, venv: Path, workdir: Path, conf: Path):
         self.workdir = workdir
         self.stderr_path = workdir / "cinder-host.stderr"
-        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in stop)
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
         env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
         env.pop("PYTHONPATH", None)  # the driver must come from the venv's site-packages
         self.proc = subprocess.Popen(

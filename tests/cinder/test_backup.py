@@ -11,12 +11,9 @@ API (manifests, chunk objects) and a real iSCSI initiator.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,21 +21,16 @@ from collections.abc import Iterator
 import pytest
 import requests
 import swiftclient
-from aiohttp import web
 
-from blockd.api.app import SERVICE, TASKS
-from blockd.api.backup_routes import add_backup_routes
 from blockd.backup import CHUNK_BYTES, chunk_name, manifest_name
-from blockd.config import load_config
-from blockd.main import build_app
 from shoal.units import GiB
-from tests.block.support import BlockdClient, BlockdProcess
+from tests.block.support import BlockdClient
+from tests.cinder.support import blockd_with_backup_routes
 from tests.proxy.aio_harness import AioCluster
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 TASK_TIMEOUT_S = 120.0  # a 1 GiB volume, mostly sparse, over loopback: ~1-5 s
-SERVER_START_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -55,49 +47,10 @@ def swift(aio) -> swiftclient.Connection:
     return swiftclient.Connection(aio.auth_url, "test:tester", "testing", retries=0)
 
 
-@contextlib.contextmanager
-def serve_in_thread(app: web.Application) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1:<free port> from a thread with its own event loop."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    started = threading.Event()
-    url: list[str] = []
-
-    async def start() -> None:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        finally:
-            started.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="blockd-backup", daemon=True)
-    thread.start()
-    started.wait(SERVER_START_TIMEOUT_S)
-    try:
-        assert url, "the in-process blockd did not start"
-        yield url[0]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def backup_api(node, tmp_path_factory) -> Iterator[BlockdClient]:
     """blockd with the backup routes, on ``node``'s storage and target (no reconciling)."""
-    workdir = tmp_path_factory.mktemp("blockd-backup")
-    config_file = BlockdProcess(workdir, {**node.config, "reconcile_interval_s": 0.0}).config_path
-    app = build_app(load_config(config_file))
-    add_backup_routes(app, app[SERVICE], app[TASKS])
-    with serve_in_thread(app) as url:
+    with blockd_with_backup_routes(node, tmp_path_factory.mktemp("blockd-backup")) as url:
         yield BlockdClient(url)
 
 
