@@ -261,8 +261,10 @@ def test_3_kill_9_during_puts_loses_no_acknowledged_write(cluster, client, ledge
 def _assert_ledger_readable(client: SwiftClient, ledger: Ledger) -> None:
     """Every acknowledged write reads back whole with its ETag (or with a later write's, which
     may have landed unacknowledged); an unacknowledged write is absent or whole."""
-    for name, entry in list(ledger.entries.items()):
-        response = client.request("GET", f"/{CONTAINER}/{name}")
+    entries = list(ledger.entries.items())
+    futures = [client.pool.submit(client.swift, "GET", f"/{CONTAINER}/{n}") for n, _ in entries]
+    for (name, entry), future in zip(entries, futures, strict=True):
+        response = future.result()
         got = hashlib.md5(response.content).hexdigest() if response.status_code == 200 else None
         if entry.acknowledged and entry.etag:
             assert response.status_code == 200, name

@@ -81,6 +81,11 @@ class Node:
         return path
 
     def start(self, ring_dir: Path, argv_prefix: list[str] | None = None) -> None:
+        self.spawn(ring_dir, argv_prefix)
+        self.port = self._wait_ready()
+
+    def spawn(self, ring_dir: Path, argv_prefix: list[str] | None = None) -> None:
+        """Start the process without waiting (several nodes start at once)."""
         config = self.write_config(ring_dir, {})
         log = open(self.root / "objectd.log", "ab")  # noqa: SIM115 (the child keeps it)
         self.process = subprocess.Popen(
@@ -90,7 +95,6 @@ class Node:
             cwd=self.root,
         )
         log.close()
-        self.port = self._wait_ready()
 
     def _wait_ready(self) -> int:
         assert self.process is not None and self.process.stdout is not None
@@ -150,7 +154,9 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         # objectd needs a seed before the rings exist: hash_path_seed is set for every node
         for node in self.nodes:
-            node.start(self.ring_dir)
+            node.spawn(self.ring_dir)
+        for node in self.nodes:
+            node.port = node._wait_ready()
         self.build_rings(self.nodes)
         return self
 
