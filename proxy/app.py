@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -166,7 +165,3 @@ async def _dispatch(state: ProxyState, request: web.Request) -> web.StreamRespon
     if path.container is not None:
         return await handle_container(ctx)
     return await handle_account(ctx)
-
-
-def info_json(config: ProxyConfig) -> str:
-    return json.dumps(info_document(config))

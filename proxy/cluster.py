@@ -78,7 +78,13 @@ async def gather_quorum(
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             successes += sum(1 for t in done if succeeded(t.result()))
         if pending:
-            await asyncio.wait(pending, timeout=post_quorum_timeout_s)
+            _, late = await asyncio.wait(pending, timeout=post_quorum_timeout_s)
+            if late and successes >= quorum:
+                # the replicator completes these replicas; a steady stream of this line means
+                # post_quorum_timeout_s is too short for the load or a node is sick
+                log.warning(
+                    "%d of %d replicas too slow after the quorum: cancelled", len(late), len(tasks)
+                )
     finally:
         for task in tasks:
             if not task.done():

@@ -102,6 +102,21 @@ class KeystoneAuth:
         Raises:
             SwiftError: 401 (anonymous) or 403 (authenticated) when nothing allows it.
         """
+        try:
+            return self._authorize(principal, method, path, acl, referrer)
+        except SwiftError as error:
+            if error.status == 401:  # tell the client where to get a token, as authtoken does
+                error.headers["WWW-Authenticate"] = f'Keystone uri="{self.keystone.auth_url}"'
+            raise
+
+    def _authorize(
+        self,
+        principal: KeystonePrincipal | None,
+        method: str,
+        path: SwiftPath,
+        acl: str | None,
+        referrer: str | None,
+    ) -> Decision:
         if method == "OPTIONS":
             return Decision.ALLOWED
         if principal is not None:

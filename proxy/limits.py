@@ -52,6 +52,10 @@ SMALL_PUT_BYTES_MAX = 64 * KiB
 (no 100-continue round trip): most objects are small, and this halves their backend round trips.
 The same size as objectd's SMALL_BODY_BYTES_MAX, which writes such a body in one disk hop."""
 
+SMALL_GET_BYTES_MAX = 64 * KiB
+"""A GET answer up to this size is read whole from the node and sent in one write (no streamed
+response, no per-chunk awaits); larger ones are streamed with mid-body failover."""
+
 PUTTER_QUEUE_CHUNKS_MAX = 4
 """Chunks buffered per backend putter: bounds proxy memory per PUT to replicas x 4 x 64 KiB."""
 

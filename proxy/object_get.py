@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from objectd.client import BackendError, BackendStream
+from proxy import limits
 from proxy.cluster import Cluster, is_node_failure
 from proxy.container_info import backend_headers, container_info
 from proxy.context import RequestContext
@@ -30,7 +31,6 @@ from ring import Ring
 
 log = logging.getLogger("proxy")
 
-SMALL_GET_BYTES_MAX = 64 * 1024  # read whole and answered in one write
 _PASSED_HEADERS = ("Range", "If-Match", "If-None-Match", "If-Modified-Since",
                    "If-Unmodified-Since", "If-Range")  # fmt: skip
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -198,7 +198,7 @@ async def handle_object_get(ctx: RequestContext) -> web.StreamResponse:
     headers = client_headers(stream.headers)
     length = int(stream.headers.get("Content-Length", "-1"))
     try:
-        if stream.status not in (200, 206) or 0 <= length <= SMALL_GET_BYTES_MAX:
+        if stream.status not in (200, 206) or 0 <= length <= limits.SMALL_GET_BYTES_MAX:
             if stream.status == 404:
                 raise SwiftError(404)
             try:

@@ -60,7 +60,9 @@ def test_garbage_revoked_and_missing_tokens_are_401(proxy: ProxyProcess, keyston
     assert call(proxy, "GET", account, token).status_code in (200, 204)
     keystone.revoke_token(token)
     assert call(proxy, "GET", account, token).status_code == 401
-    assert call(proxy, "GET", account).status_code == 401
+    anonymous = call(proxy, "GET", account)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == f'Keystone uri="{keystone.auth_url}"'
 
 
 def test_an_expired_token_is_401(proxy: ProxyProcess, keystone: Keystone):
