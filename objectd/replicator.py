@@ -18,6 +18,9 @@ one :class:`~objectd.rate_limit.RateLimiter` (``io_bytes_per_s_max``).
   primary; the files that all primaries then hold are removed here, and the partition directory
   once it is empty. A file written meanwhile has a new name, is not removed, and goes next pass.
 
+Read-path quarantines (a GET that found a corrupt object) are noticed at the start of each pass
+(:mod:`objectd.quarantine_scan`) and their suffixes marked stale, so a peer pushes a good copy.
+
 Ring changes: the ring reloads itself when its file changes, so after ``ringctl rebalance`` a
 partition that moved away becomes a handoff partition here and is pushed to its new primaries.
 """
@@ -32,8 +35,10 @@ import os
 import time
 from typing import Any
 
-from objectd.daemon_config import DaemonConfig
+from objectd.daemon_config import DaemonConfig, daemon_seed
+from objectd.layout import Layout
 from objectd.local_devices import LocalDevice, local_devices, object_partitions, object_rings
+from objectd.quarantine_scan import invalidate_quarantined
 from objectd.rate_limit import RateLimiter
 from objectd.ssync_sender import PeerError, ReplicationClient, SyncResult
 from objectd.suffix_hashes import (
@@ -62,6 +67,7 @@ class ReplicationReport:
     primary_partitions: int = 0
     handoff_partitions: int = 0
     handoffs_removed: int = 0
+    quarantines_noticed: int = 0  # read-path quarantines whose suffixes were marked stale
     suffixes_synced: int = 0
     files_sent: int = 0
     peer_failures: int = 0
@@ -88,6 +94,7 @@ class ObjectReplicator:
         self.config = config
         self.clock = clock or Clock()
         self.rate = RateLimiter(config.io_bytes_per_s_max, clock=self.clock)
+        self.layout = Layout(config.devices, daemon_seed(config))
         self._rings: dict[int, Ring] | None = None
 
     def rings(self) -> dict[int, Ring]:
@@ -102,6 +109,7 @@ class ObjectReplicator:
         started = time.monotonic()
         report = ReplicationReport()
         rings = await asyncio.to_thread(self.rings)
+        jobs, report.quarantines_noticed = await asyncio.to_thread(self._jobs, rings)
         client = ReplicationClient(
             conn_timeout_s=self.config.conn_timeout_s,
             node_timeout_s=self.config.node_timeout_s,
@@ -114,7 +122,7 @@ class ObjectReplicator:
                     group.create_task(self._worker(queue, client, report))
                     for _ in range(self.config.concurrency)
                 ]
-                for job in await asyncio.to_thread(self._jobs, rings):
+                for job in jobs:
                     await queue.put(job)
                 for _ in workers:
                     await queue.put(None)
@@ -132,20 +140,23 @@ class ObjectReplicator:
                 log.exception("replication pass failed")
             await self.clock.sleep(self.config.interval_s)
 
-    def _jobs(self, rings: dict[int, Ring]) -> list[_Job]:
+    def _jobs(self, rings: dict[int, Ring]) -> tuple[list[_Job], int]:
+        """The partitions to work on, and how many read-path quarantines were noticed."""
         ring0 = rings.get(0)
         config = self.config
         jobs = []
+        noticed = 0
         devices = local_devices(
             ring0, config.devices, config.bind_ip, config.bind_port, mount_check=config.mount_check
         )
         for device in devices:
+            noticed += invalidate_quarantined(self.layout, device.name, rings)
             for policy, partition, part_dir in object_partitions(device.path):
                 ring = rings.get(policy)
                 if ring is None or partition >= ring.partition_count:
                     continue  # no ring for the policy: nothing to compare with
                 jobs.append(_Job(device, policy, partition, part_dir, ring))
-        return jobs
+        return jobs, noticed
 
     async def _worker(self, queue: asyncio.Queue, client: ReplicationClient,
                       report: ReplicationReport) -> None:  # fmt: skip

@@ -157,3 +157,19 @@ def test_expirer_deletes_expired_objects_and_their_rows(cluster3: LocalCluster):
         assert cluster3.files_under(node, ".ts")
         hash_dir = cluster3.hash_dir(node, "a", "exp", "doomed")
         assert not [f for f in os.listdir(hash_dir) if f.endswith(".data")]
+
+
+def test_object_quarantined_by_a_reader_is_restored_by_the_replicator(cluster3: LocalCluster):
+    body = b"read-path quarantine"
+    cluster3.put_object(cluster3.nodes, "a", "c", "readq", body, ts())
+    for node in cluster3.nodes:  # caches settle: no invalidation is left pending anywhere
+        asyncio.run(ObjectReplicator(cluster3.daemon_config(node)).run_once())
+    victim = cluster3.nodes[2]
+    _flip_byte(_data_file(cluster3, victim, "readq"), 2)
+    assert cluster3.get_object(victim, "a", "c", "readq").status_code == 404  # quarantined
+
+    noticed = asyncio.run(ObjectReplicator(cluster3.daemon_config(victim)).run_once())
+    assert noticed.quarantines_noticed == 1
+    asyncio.run(ObjectReplicator(cluster3.daemon_config(cluster3.nodes[0])).run_once())
+
+    assert cluster3.get_object(victim, "a", "c", "readq").content == body
