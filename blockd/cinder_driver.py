@@ -58,6 +58,8 @@ GiB = 1024**3
 HTTP_TIMEOUT_S = 60.0  # one blockd call: creates/snapshots are O(1); an export runs tgtadm
 TOKEN_MARGIN_S = 120.0  # a Keystone token is renewed this long before it expires
 DEFAULT_TOKEN_LIFETIME_S = 3600.0  # when Keystone's answer has no parsable expires_at
+AUTH_ATTEMPTS = 3  # one retry with a fresh token after a 401; retries after a 503
+AUTH_RETRY_S = 1.0  # times the attempt number, after blockd's 503 (its Keystone unreachable)
 IMAGE_TIMEOUT_S = 3600.0  # a large image over a slow link; the task reports its progress
 TASK_POLL_S = 1.0  # how often a running blockd task is asked for its state
 RAW_FORMATS = (None, "raw")  # blockd streams the bytes as they are: no conversion
@@ -213,7 +215,7 @@ class BlockdHTTPClient:
         self.tokens = TokenSource(conf, self.session, verify, self.timeout_s)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        for attempt in (1, 2):
+        for attempt in range(1, AUTH_ATTEMPTS + 1):
             headers = {"X-Auth-Token": self.tokens.get()}
             try:
                 response = self.session.request(
@@ -228,6 +230,11 @@ class BlockdHTTPClient:
                 raise BlockdError(0, f"blockd at {self.base_url} unreachable: {exc}") from None
             if response.status_code == 401 and attempt == 1 and not self.tokens.is_static:
                 self.tokens.invalidate()  # revoked or expired early: one retry with a new token
+                continue
+            if response.status_code == 503 and attempt < AUTH_ATTEMPTS:
+                # blockd could not reach Keystone to validate the token; the request was not
+                # carried out (auth comes first), so asking again is safe
+                time.sleep(AUTH_RETRY_S * attempt)
                 continue
             try:
                 data = response.json() if response.content else None
