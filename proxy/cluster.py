@@ -172,6 +172,11 @@ class Cluster:
                     response = await send(dev, index)
                 except BackendError as exc:
                     self.record(dev, str(exc))
+                except asyncio.CancelledError:
+                    # cut after the quorum (aiohttp does not cancel handlers when clients go):
+                    # a node that is always late gets error-limited, then skipped for handoffs
+                    self.record(dev, "no answer within post_quorum_timeout_s")
+                    raise
                 else:
                     if not is_node_failure(response.status):
                         self.record(dev, None)

@@ -228,6 +228,7 @@ async def _connect(ctx, ring, part, dev, index, path, node_headers, content_leng
             cluster.record(dev, str(exc))
         except BaseException:
             putter.abort()
+            cluster.record(dev, "no 100 Continue within post_quorum_timeout_s")
             raise
         else:
             if final is None:

@@ -12,11 +12,13 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 import swiftclient
 
+from objectd.layout import Layout
 from ring import Ring
 from tests.proxy.aio_harness import AioCluster
 from tests.proxy.conftest import connect
@@ -113,3 +115,38 @@ def test_a_read_needs_only_one_live_replica_of_its_primaries(cluster: AioCluster
     ):
         _, body = conn.get_object("one", "big")
     assert body == data
+
+
+def _copies(aio: AioCluster, ring: Ring, container: str, obj: str) -> list[str]:
+    """The devices that hold a .data file of ``obj`` (looked up on disk, as objectd files it)."""
+    part, _ = ring.get_nodes("AUTH_test", container, obj)
+    found = []
+    for dev in (d for d in ring.devs if d is not None):
+        node = next(aio.data.glob(f"node*/devices/{dev['device']}"))
+        layout = Layout(node.parent, ring.seed)
+        directory = Path(
+            layout.object_dir(dev["device"], part, 0, layout.hash_of("AUTH_test", container, obj))
+        )
+        if directory.is_dir() and any(p.suffix == ".data" for p in directory.iterdir()):
+            found.append(dev["device"])
+    return found
+
+
+def test_writes_go_to_a_handoff_once_a_stopped_node_is_error_limited(cluster: AioCluster):
+    """A stopped primary is cut after the quorum, which counts as its error; once it is
+    error-limited, each write goes to the next handoff at once: three copies again."""
+    conn = connect(cluster)
+    conn.put_container("handoff")
+    ring = Ring(cluster.data / "rings" / "object.ring")
+    victim = primary_pid(cluster, "handoff", "probe")
+    victim_port = cluster.node_ports()[victim]
+    names = [
+        name for name in (f"h-{i}" for i in range(400))
+        if victim_port in [d["port"] for d in ring.get_nodes("AUTH_test", "handoff", name)[1]]
+    ][:16]  # one connection: one worker, which error-limits the node after 10 errors  # fmt: skip
+    with stopped(victim):
+        for name in names:
+            conn.put_object("handoff", name, name.encode())
+        copies = _copies(cluster, ring, "handoff", names[-1])
+    victim_device = next(d["device"] for d in ring.devs if d and d["port"] == victim_port)
+    assert len(copies) == 3 and victim_device not in copies
