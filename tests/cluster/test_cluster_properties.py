@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import time
 
 import pytest
@@ -231,11 +232,15 @@ def test_2b_corrupt_large_object_is_never_served_complete(cluster, client, ledge
         _converge(cluster, passes=1)
 
 
-def test_3_kill_9_during_puts_loses_no_acknowledged_write(cluster, client, ledger):
+def test_3_sigstop_then_kill_9_during_puts_loses_no_acknowledged_write(cluster, client, ledger):
     rng = random.Random(3)
     victim = cluster.storage[1]
 
     def kill_repeatedly():
+        time.sleep(0.5)
+        victim.signal(signal.SIGSTOP)  # first a hung host: the proxy times out and moves on
+        time.sleep(2.0)
+        victim.signal(signal.SIGCONT)
         for _ in range(3):
             time.sleep(rng.uniform(0.5, 1.5))
             victim.kill()
