@@ -77,8 +77,8 @@ class Host:
         self.calls: list[str] = []
         self.faults: dict[str, object] = {}
         self.mgr = volume_manager.VolumeManager(host=f"testhost@{backend}", service_name=backend)
+        self._record(self.mgr.driver)  # before init_host: its ensure_export calls count too
         self.mgr.init_host(service_id=None)
-        self._record(self.mgr.driver)
         self.vtype = volume_types.get_default_volume_type(self.ctx)
         self.nova_events: list[tuple[str, list[str], str]] = []
         self._record_nova()

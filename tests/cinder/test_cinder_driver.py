@@ -18,8 +18,14 @@ import uuid
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import INITIATOR, OTHER_INITIATOR, BlockdClient, Initiator
-from tests.cinder.support import CinderCallError, attach, blockd_exports
+from tests.block.support import DEV_TOKEN, INITIATOR, OTHER_INITIATOR, BlockdClient, Initiator
+from tests.cinder.support import (
+    CinderCallError,
+    CinderHost,
+    attach,
+    blockd_exports,
+    write_cinder_conf,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -242,3 +248,28 @@ def test_blockd_down_fails_cleanly_and_recovers(cinder, node):
     node.initiator.qemu_io(info, "read -q 0 4k")
     cinder.call("detach", volume_id=volume["id"], attachment_id=attachment)
     assert cinder.call("delete_volume", volume_id=volume["id"])["deleted"] is True
+
+
+def test_cinder_volume_restart_keeps_attached_volumes_usable(cinder_venv, node, tmp_path):
+    """init_host after a restart calls ensure_export for every in-use volume: it must not put
+    them in error, and the export Nova is using keeps working."""
+    options = {"shoal_blockd_url": node.blockd.url, "shoal_blockd_token": DEV_TOKEN}
+    conf = write_cinder_conf(tmp_path, options)
+    first = CinderHost(cinder_venv, tmp_path, conf)
+    try:
+        volume = first.call("create_volume", size=1)
+        attachment, info = attach(first, volume["id"])
+        data = os.urandom(DATA_BYTES)
+        node.initiator.write(info, data)
+    finally:
+        first.stop()
+    second = CinderHost(cinder_venv, tmp_path, conf)  # same database: a restarted cinder-volume
+    try:
+        assert second.ready["driver_initialized"] is True
+        assert second.call("show_volume", volume_id=volume["id"])["status"] == "in-use"
+        assert second.call("calls") == ["ensure_export"]  # by init_host, for the in-use volume
+        assert node.initiator.read(info, DATA_BYTES) == data
+        second.call("detach", volume_id=volume["id"], attachment_id=attachment)
+        assert second.call("delete_volume", volume_id=volume["id"])["deleted"] is True
+    finally:
+        second.stop()
