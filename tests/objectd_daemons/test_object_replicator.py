@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -143,3 +144,31 @@ def test_shoal_replicator_once_prints_its_report(cluster3: LocalCluster):
     assert report["files_sent"] == 2 and report["errors"] == 0
     for node in cluster3.nodes:
         assert cluster3.get_object(node, "a", "c", "cli").content == b"cli-body"
+
+
+def test_shoal_replicator_runs_passes_until_sigterm(cluster3: LocalCluster):
+    cluster3.put_object(cluster3.nodes[:1], "a", "c", "forever", b"forever-body", ts())
+    config = cluster3.nodes[0].write_config(cluster3.ring_dir, {"interval_s": 0.2})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shoal.cli", "replicator", "-c", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if all(
+                cluster3.get_object(n, "a", "c", "forever").status_code == 200
+                for n in cluster3.nodes
+            ):
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    for node in cluster3.nodes:
+        assert cluster3.get_object(node, "a", "c", "forever").content == b"forever-body"
