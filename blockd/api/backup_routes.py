@@ -143,7 +143,10 @@ async def restore(request: web.Request) -> web.Response:
 
 
 def add_backup_routes(app: web.Application, service: BlockService, tasks: TaskRegistry) -> None:
-    """Add the backup calls to blockd's app (before it starts); they share its task list."""
+    """Add the backup calls to blockd's app (before it starts); they share its task list.
+    Idempotent, so a caller need not know whether ``make_app`` did it already."""
+    if BACKUP_SERVICE in app:
+        return
     app[BACKUP_SERVICE] = service
     app[BACKUP_TASKS] = tasks
 
