@@ -3,9 +3,9 @@ documented, checked at start-up.
 
 Public: :class:`ProxyConfig`, :class:`Policy`, :func:`load_config`, :data:`DEFAULT_TEMPAUTH_USERS`.
 
-Tempauth users are Swift's spelling (``user_<account>_<user> = "<key> [groups...]"``) put in a
-TOML table ``[proxy.tempauth_users]`` whose keys are ``account:user``; the all-in-one default
-ships the users of Swift's own development setup.
+Tempauth users are Swift's ``user_<account>_<user> = <key> [groups...]`` lines as a list of
+strings ``"account:user key [group ...]"``; the all-in-one default ships the users of Swift's
+own development setup.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 from shoal.config import ConfigError, from_mapping, option
 from shoal.keystone import KeystoneConfig
 
-DEFAULT_TEMPAUTH_USERS: dict[str, str] = {
-    "admin:admin": "admin .admin .reseller_admin",
-    "test:tester": "testing .admin",
-    "test:tester2": "testing2 .admin",
-    "test:tester3": "testing3",
-    "test2:tester2": "testing2 .admin",
-    "test5:tester5": "testing5 service",
-}
+DEFAULT_TEMPAUTH_USERS: list[str] = [
+    "admin:admin admin .admin .reseller_admin",
+    "test:tester testing .admin",
+    "test:tester2 testing2 .admin",
+    "test:tester3 testing3",
+    "test2:tester2 testing2 .admin",
+    "test5:tester5 testing5 service",
+]
 
 DEFAULT_POLICIES: list[dict[str, Any]] = [
     {"index": 0, "name": "gold", "default": True},
@@ -73,8 +73,10 @@ class ProxyConfig:
         check=lambda v: v in ("tempauth", "keystone"),
     )  # fmt: skip
     reseller_prefix: str = option("AUTH_", "account prefix of users' accounts")
-    tempauth_users: dict[str, str] = option(
-        DEFAULT_TEMPAUTH_USERS, "tempauth users: 'account:user' = 'key group group...'"
+    tempauth_users: list[str] = option(
+        DEFAULT_TEMPAUTH_USERS,
+        "tempauth users: 'account:user key [group ...]'",
+        check=lambda users: all(":" in u.split()[0] and len(u.split()) >= 2 for u in users),
     )
     token_secret: str = option(
         "", "hex secret signing tempauth tokens (empty: random per start; tokens then die)"

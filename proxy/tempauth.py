@@ -56,14 +56,14 @@ class TempAuth:
 
     kind = "tempauth"
 
-    def __init__(self, users: dict[str, str], secret: bytes, reseller_prefix: str = "AUTH_"):
+    def __init__(self, users: list[str], secret: bytes, reseller_prefix: str = "AUTH_"):
         self.reseller_prefix = reseller_prefix
         self.service_prefix = "SERVICE_"
         self._secret = secret
         self.users: dict[str, TempAuthUser] = {}
-        for name, spec in users.items():
+        for line in users:  # "account:user key [group ...]"
+            name, key, *groups = line.split()
             account, _, user = name.partition(":")
-            key, *groups = spec.split()
             self.users[name] = TempAuthUser(account, user, key, frozenset(groups))
 
     # --- tokens ----------------------------------------------------------------------------

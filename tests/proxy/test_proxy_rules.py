@@ -58,12 +58,12 @@ def test_a_node_is_limited_after_too_many_errors_and_forgiven_later():
 
 
 def test_tempauth_tokens_name_their_user_and_cannot_be_forged():
-    auth = TempAuth({"test:tester": "testing .admin"}, b"k" * 32)
+    auth = TempAuth(["test:tester testing .admin"], b"k" * 32)
     user = auth.users["test:tester"]
     token, _ = auth.issue_token(user)
     assert auth.user_of_token(token) == user
     assert auth.user_of_token(token[:-1] + ("0" if token[-1] != "0" else "1")) is None
-    other = TempAuth({"test:tester": "testing .admin"}, b"z" * 32)
+    other = TempAuth(["test:tester testing .admin"], b"z" * 32)
     assert other.user_of_token(token) is None
 
 

@@ -49,6 +49,20 @@ def test_config_rejects_bad_values_by_name(tmp_path: Path):
     path.write_text("[proxy]\npolicies = [{index = 0, name = 'a'}]\n")  # no default policy
     with pytest.raises(ConfigError, match="policies"):
         load_config(path)
+    path.write_text("[proxy]\ntempauth_users = ['nocolon key']\n")
+    with pytest.raises(ConfigError, match="tempauth_users"):
+        load_config(path)
     path.write_text("[proxy]\nworkers = 3\n[keystone]\nauth_url = 'http://k:5000'\n")
     config = load_config(path)
     assert config.worker_count == 3 and config.keystone["auth_url"] == "http://k:5000"
+
+
+def test_printed_defaults_are_a_valid_config(tmp_path: Path):
+    shoal = Path(sys.executable).parent / "shoal"
+    printed = subprocess.run([str(shoal), "proxy", "--print-defaults"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout  # fmt: skip
+    path = tmp_path / "proxy.toml"
+    path.write_text(printed)
+    config = load_config(path)
+    assert config.tempauth_users[1] == "test:tester testing .admin"
+    assert [p.name for p in config.policy_list] == ["gold", "silver"]
