@@ -322,3 +322,20 @@ def test_a_zero_byte_object_round_trips(tester: Client, cont: str):
     assert (put.status_code, put.headers["ETag"]) == (201, hashlib.md5(b"").hexdigest())
     get = tester.request("GET", cont + "/empty")
     assert (get.status_code, get.content, get.headers["Content-Length"]) == (200, b"", "0")
+
+
+def test_changing_a_containers_policy_is_409_and_bad_policy_is_400(tester: Client, cont: str):
+    assert tester.request("PUT", cont, headers={"X-Storage-Policy": "silver"}).status_code == 409
+    assert tester.request("PUT", cont, headers={"X-Storage-Policy": "nope"}).status_code == 400
+    assert tester.request("PUT", cont).status_code == 202  # no policy named: the existing one
+
+
+def test_account_put_and_delete_are_for_reseller_admins_and_off_by_default(
+    aio: AioCluster, tester: Client
+):
+    assert tester.request("PUT").status_code == 403  # auth first, as Swift
+    reseller = Client(aio, "admin:admin", "admin")
+    url = tester.storage_url
+    for method in ("PUT", "DELETE"):
+        answer = reseller.http.request(method, url, headers={"X-Auth-Token": reseller.token})
+        assert answer.status_code == 405  # allow_account_management is off
