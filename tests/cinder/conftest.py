@@ -9,6 +9,7 @@ import pytest
 
 from tests.block.support import DEV_TOKEN, host_node
 from tests.cinder.support import (
+    CinderEnv,
     CinderEnvError,
     CinderHost,
     ensure_cinder_venv,
@@ -18,18 +19,18 @@ from tests.cinder.support import (
 
 
 @pytest.fixture(scope="session")
-def cinder_venv():
-    """Cinder 29 in its own venv (cached; 60-150 s cold), with this checkout installed --no-deps.
+def cinder_venv(tmp_path_factory) -> CinderEnv:
+    """Cinder 29 in its own venv (cached; 110-150 s cold) + this checkout installed --no-deps
+    for this session.
 
     PyPI unreachable → skip, unless SHOAL_REQUIRE_CINDER=1 (CI) makes it a failure."""
     try:
         venv = ensure_cinder_venv()
-        install_project(venv)
+        return install_project(venv, tmp_path_factory.mktemp("shoal-for-cinder"))
     except CinderEnvError as exc:
         if exc.network and os.environ.get("SHOAL_REQUIRE_CINDER") != "1":
             pytest.skip(f"Cinder cannot be installed (package index unreachable): {exc}")
         raise
-    return venv
 
 
 @pytest.fixture(scope="module")

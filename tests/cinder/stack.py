@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.cinder.support import BACKEND
+from tests.cinder.support import BACKEND, CinderEnv
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")  # Debian's layout
 READY_TIMEOUT_S = 240.0  # broker 5-10 s, services 12-25 s quiet; much slower when loaded
@@ -44,8 +44,9 @@ def _free_port() -> int:
 
 
 class CinderStack:
-    def __init__(self, venv: Path, base: Path, keystone, blockd_url: str, blockd_token: str):
-        self.venv = venv
+    def __init__(self, cinder: CinderEnv, base: Path, keystone, blockd_url: str, blockd_token: str):
+        self.cinder = cinder
+        self.venv = cinder.venv
         self.base = base
         self.keystone = keystone
         self.rabbit_port = _free_port()
@@ -112,7 +113,7 @@ shoal_blockd_token = {blockd_token}
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})},
+            env={**self.cinder.env, **(env or {})},
             cwd=self.base,
             start_new_session=True,
         )

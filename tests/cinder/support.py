@@ -1,6 +1,6 @@
 """Real Cinder around Shoal's driver: the Cinder venv, and Cinder's VolumeManager as a process.
 
-Public: :func:`ensure_cinder_venv`, :func:`install_project`, :class:`CinderHost`,
+Public: :func:`ensure_cinder_venv`, :func:`install_project`, :class:`CinderEnv`, :class:`CinderHost`,
 :class:`CinderCallError`, :class:`CinderEnvError`, :func:`write_cinder_conf`, and the Nova side
 of an attach: :func:`connector`, :func:`attach`, :func:`blockd_exports`.
 
@@ -8,9 +8,9 @@ Why a separate venv: Cinder is an outside service with its own ~125 pinned packa
 SQLAlchemy 2.1, oslo.*); Shoal must not depend on it, and its driver must work in Cinder's
 environment, not in Shoal's. The venv is built once per machine under ``/var/cache/shoal`` (root)
 or ``~/.cache/shoal`` (``SHOAL_CACHE_DIR`` overrides), named by a hash of what is installed,
-guarded by a file lock and marked complete by a stamp written last; the project itself is
-installed into it with ``--no-deps`` at every session (~5 s), so the venv never runs stale
-driver code. Measured on the 2-core CI kind: venv build 60-150 s cold, nothing warm.
+guarded by a file lock and marked complete by a stamp written last. The project itself is
+installed with ``--no-deps`` at every session (~5 s) into a directory of that session, put on
+the Cinder processes' ``PYTHONPATH``: no stale driver code, and no session swaps another's. Measured on the 2-core CI kind: venv build 60-150 s cold, nothing warm.
 
 :class:`CinderHost` runs ``tests/cinder/cinder_host.py`` with the venv's python and speaks its
 one-JSON-line-per-request protocol; see that file for what is real and what is not.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -183,25 +184,43 @@ def ensure_cinder_venv() -> Path:
     return venv
 
 
-def install_project(venv: Path) -> None:
-    """Install this checkout of Shoal into the Cinder venv without its dependencies: Cinder
-    loads ``blockd.cinder_driver`` from site-packages, as it would on a real cinder-volume node.
-    """
-    with _locked(venv.with_name(venv.name + ".lock")):
-        _run(
-            [
-                str(venv / "bin" / "pip"),
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-index",
-                "--force-reinstall",
-                str(PROJECT_ROOT),
-            ],
-            timeout_s=PROJECT_INSTALL_TIMEOUT_S,
+@dataclasses.dataclass(frozen=True)
+class CinderEnv:
+    """The Cinder venv (shared, cached) and this session's Shoal install (``site``)."""
+
+    venv: Path
+    site: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a Cinder process: Shoal from ``site``, never from the checkout."""
+        return dict(
+            os.environ, PYTHONPATH=str(self.site), PYTHONWARNINGS="ignore::DeprecationWarning"
         )
+
+
+def install_project(venv: Path, site: Path) -> CinderEnv:
+    """Install this checkout of Shoal with ``--no-deps`` into ``site``, a directory of this
+    session (not the shared venv, so concurrent sessions of other checkouts cannot swap the
+    driver under each other); Cinder's processes get it on ``PYTHONPATH`` and load
+    ``blockd.cinder_driver`` from there, as cinder-volume would from site-packages.
+    """
+    _run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(PROJECT_ROOT),
+        ],
+        timeout_s=PROJECT_INSTALL_TIMEOUT_S,
+    )
+    return CinderEnv(venv, site)
 
 
 @contextlib.contextmanager
@@ -290,14 +309,13 @@ volume_backend_name = {BACKEND}
 class CinderHost:
     """``cinder_host.py`` under the Cinder venv's python; ``call(op, **args)`` → its result."""
 
-    def __init__(self, venv: Path, workdir: Path, conf: Path):
+    def __init__(self, cinder: CinderEnv, workdir: Path, conf: Path):
         self.workdir = workdir
         self.stderr_path = workdir / "cinder-host.stderr"
-        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115
-        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-        env.pop("PYTHONPATH", None)  # the driver must come from the venv's site-packages
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 (closed in stop)
+        env = cinder.env
         self.proc = subprocess.Popen(
-            [str(venv / "bin" / "python"), str(HOST_SCRIPT), str(conf), BACKEND],
+            [str(cinder.venv / "bin" / "python"), str(HOST_SCRIPT), str(conf), BACKEND],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
