@@ -55,6 +55,7 @@ class _Target:
     partition_dir: str
     name_hash: str
     name: str
+    invalidated: set[str]  # suffixes this request already marked stale (once is enough)
 
     @property
     def hash_dir(self) -> str:
@@ -100,6 +101,7 @@ class ReplicationReceiver:
         await self.devices.run(device, self.devices.check, device)
         received = skipped = 0
         failed: list[list[str]] = []
+        invalidated: set[str] = set()
         while True:
             try:
                 async with asyncio.timeout(RECEIVE_READ_TIMEOUT_S):
@@ -114,7 +116,9 @@ class ReplicationReceiver:
                 break
             if header["size"] - header["body_bytes"] > METADATA_BYTES_MAX + FOOTER_BYTES:
                 raise BadRequest(f"frame of {header['name']} announces an oversized trailer")
-            target = _Target(self.devices, device, part_dir, header["hash"], header["name"])
+            target = _Target(
+                self.devices, device, part_dir, header["hash"], header["name"], invalidated
+            )
             outcome = await self._receive_file(
                 request, target, header["size"], header["body_bytes"]
             )
@@ -124,28 +128,28 @@ class ReplicationReceiver:
                 skipped += 1
             else:
                 failed.append([target.name_hash, target.name, outcome])
+        if invalidated:  # again after the last link: a rehash that ran meanwhile saw too little
+            await self.devices.run(device, _invalidate_all, part_dir, sorted(invalidated))
         answer = {"received": received, "skipped": skipped, "failed": failed}
         return web.Response(body=msgpack.packb(answer), content_type="application/msgpack")
 
     async def _receive_file(self, request: web.Request, target: _Target, size: int,
                             body_bytes: int) -> str:  # fmt: skip
-        """Stream one file into a temp file, check it, link it; "linked", "skipped" or why not."""
+        """Stream one file into a temp file, check it, link it; "linked", "skipped" or why not.
+
+        A file of at most one write buffer (most objects) is read whole and handled in one
+        hop to the disk thread."""
         devices, device = self.devices, target.device
+        if size <= WRITE_BUFFER_BYTES:
+            piece = await _read_exactly(request, size)
+            return await devices.run(device, _receive_small, target, piece, body_bytes)
         temp = await devices.run(device, TempFile, devices, device)
         try:
             md5 = hashlib.md5()
             tail = _Tail(size, body_bytes)
             remaining, offset = size, 0
             while remaining > 0:
-                try:
-                    async with asyncio.timeout(RECEIVE_READ_TIMEOUT_S):
-                        piece = await request.content.readexactly(
-                            min(remaining, WRITE_BUFFER_BYTES)
-                        )
-                except TimeoutError:
-                    raise RequestTimeout("replication stream stalled") from None
-                except (asyncio.IncompleteReadError, OSError) as exc:
-                    raise ClientDisconnect(f"replication stream ended early: {exc!r}") from None
+                piece = await _read_exactly(request, min(remaining, WRITE_BUFFER_BYTES))
                 if offset < body_bytes:
                     md5.update(piece[: body_bytes - offset])
                 tail.add(offset, piece)
@@ -155,6 +159,35 @@ class ReplicationReceiver:
             return await devices.run(device, _check_and_link, target, temp, tail, md5.hexdigest())
         finally:
             await devices.run(device, temp.close)
+
+
+async def _read_exactly(request: web.Request, count: int) -> bytes:
+    if count == 0:
+        return b""
+    try:
+        async with asyncio.timeout(RECEIVE_READ_TIMEOUT_S):
+            return await request.content.readexactly(count)
+    except TimeoutError:
+        raise RequestTimeout("replication stream stalled") from None
+    except (asyncio.IncompleteReadError, OSError) as exc:
+        raise ClientDisconnect(f"replication stream ended early: {exc!r}") from None
+
+
+def _receive_small(target: _Target, data: bytes, body_bytes: int) -> str:
+    """A whole small file in one disk hop: temp file, write, check, link (see _check_and_link)."""
+    temp = TempFile(target.devices, target.device)
+    try:
+        target.devices.io.write(temp.fd, data)
+        tail = _Tail(len(data), body_bytes)
+        tail.add(0, data)
+        return _check_and_link(target, temp, tail, hashlib.md5(data[:body_bytes]).hexdigest())
+    finally:
+        temp.close()
+
+
+def _invalidate_all(part_dir: str, suffixes: list[str]) -> None:
+    for suffix in suffixes:
+        invalidate_suffix(part_dir, suffix)
 
 
 def _hashes_checked(devices: Devices, device: str, part_dir: str, recalculate: list[str],
@@ -222,8 +255,11 @@ def _check_and_link(target: _Target, temp: TempFile, tail: _Tail, body_md5: str)
     chosen = choose_files([*names, target.name])
     if target.name in names or target.name in chosen.obsolete:
         return "skipped"  # we hold it already, or something newer
-    io.makedirs(target.partition_dir)
-    invalidate_suffix(target.partition_dir, hash_suffix(target.name_hash))
+    suffix = hash_suffix(target.name_hash)
+    if suffix not in target.invalidated:
+        io.makedirs(target.partition_dir)
+        invalidate_suffix(target.partition_dir, suffix)
+        target.invalidated.add(suffix)
     try:
         link_into(devices, temp, hash_dir, target.name)
     except FileExistsError:

@@ -161,7 +161,12 @@ class ReplicationClient:
             opened = await asyncio.to_thread(_open_for_send, path)
             if opened is None:
                 continue  # replaced by a newer write meanwhile: the next pass sends that
-            fd, size, body_bytes = opened
+            fd, size, body_bytes, whole = opened
+            if whole is not None:  # a small file, read in the same hop that opened it
+                await self.rate.acquire(size)
+                yield encode_frame_header(name_hash, name, size, body_bytes) + whole
+                sent.append((name_hash, name))
+                continue
             try:
                 yield encode_frame_header(name_hash, name, size, body_bytes)
                 offset = 0
@@ -179,9 +184,10 @@ class ReplicationClient:
         yield end_frame()
 
 
-def _open_for_send(path: str) -> tuple[int, int, int] | None:
-    """``(fd, size, body_bytes)`` of a file to send; None if it is gone or corrupt (the auditor
-    or a reader quarantines corrupt files; a corrupt copy is never sent)."""
+def _open_for_send(path: str) -> tuple[int, int, int, bytes | None] | None:
+    """``(fd, size, body_bytes, whole)`` of a file to send, ``whole`` being its bytes when it
+    is small (the fd is then closed already); None if it is gone or corrupt (the auditor or a
+    reader quarantines corrupt files; a corrupt copy is never sent)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -189,10 +195,15 @@ def _open_for_send(path: str) -> tuple[int, int, int] | None:
     try:
         size = os.fstat(fd).st_size
         body_bytes = read_file(_IO, fd, size).body_bytes
+        whole = os.pread(fd, size, 0) if size <= SEND_READ_BYTES else None
     except (CorruptFile, OSError):
         os.close(fd)
         return None
-    return fd, size, body_bytes
+    if whole is not None:
+        os.close(fd)
+        if len(whole) != size:
+            return None  # truncated under us: the next pass sends what is there then
+    return fd, size, body_bytes, whole
 
 
 def _collect_offers(partition_dir: str, suffixes: list[str]) -> list[FileOffer]:
