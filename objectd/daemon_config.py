@@ -13,12 +13,11 @@ when objectd binds a wildcard address) and its directory exists under ``devices`
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ring.ring import Ring
-from shoal.config import ConfigError, from_mapping, option
+from shoal.config import ConfigError, from_mapping, option, read_toml
 from shoal.units import MiB
 
 SHARED_WITH_OBJECTD = (
@@ -82,13 +81,7 @@ def load_daemon_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                document = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        document = read_toml(path)
         objectd = document.get("objectd", {})
         if isinstance(objectd, dict):
             data.update({k: v for k, v in objectd.items() if k in SHARED_WITH_OBJECTD})
