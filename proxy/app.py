@@ -29,7 +29,7 @@ from proxy.errors import SwiftError, error_response, unexpected_response
 from proxy.info import info_document
 from proxy.object_copy import handle_copy
 from proxy.object_get import handle_object_get
-from proxy.object_put import handle_object_put
+from proxy.object_put import handle_object_put, send_continue
 from proxy.object_update import handle_object_delete, handle_object_post
 from proxy.routing import SwiftPath, check_names, parse_path
 from proxy.tempauth import TempAuth, acl_for
@@ -92,8 +92,14 @@ def build_app(
     async def handle(request: web.Request) -> web.StreamResponse:
         return await _handle(state, request)
 
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=_defer_continue)
     return app
+
+
+async def _defer_continue(request: web.Request) -> None:
+    """``Expect: 100-continue`` is answered by the object PUT once auth, constraints, the
+    container and the storage nodes have accepted the upload (``object_put.send_continue``);
+    every other request gets it at once in :func:`_dispatch`."""
 
 
 async def _add_trans_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -133,6 +139,8 @@ async def _dispatch(state: ProxyState, request: web.Request) -> web.StreamRespon
             raise SwiftError(404)
         return state.auth.login(request)
     path = parse_path(raw_path)
+    if path is None or path.obj is None or request.method != "PUT":
+        await send_continue(request)  # only an object PUT has a reason to wait
     if path is None:
         raise SwiftError(404)
     check_names(path)

@@ -20,7 +20,7 @@ import mimetypes
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from objectd.client import BackendError, BackendResponse, ObjectPutter
 from proxy import limits
@@ -63,17 +63,36 @@ def content_length_of(headers: Mapping[str, str]) -> int | None:
     return length
 
 
+async def send_continue(request: web.Request) -> None:
+    """Answer ``Expect: 100-continue`` now that the request is known to be acceptable.
+
+    The proxy's route defers aiohttp's automatic answer (see :mod:`proxy.app`), so a client
+    whose upload would be refused (401, 403, 404, 412, 413) gets the refusal instead of a
+    ``100 Continue`` and never sends the body, as with Swift. Idempotent.
+    """
+    if request.get("continue_sent") or request.version != HttpVersion11:
+        return
+    request["continue_sent"] = True
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the 100 is not part of the response (aiohttp's way)
+
+
 async def request_body(
-    request: web.Request, content_length: int | None, client_timeout_s: float
-) -> Body:
-    """The client's body: bytes when small and announced, else a chunk iterator.
+    request: web.Request, content_length: int | None, client_timeout_s: float,
+    *, whole_ok: bool = True,
+) -> Body:  # fmt: skip
+    """The client's body: bytes when small and announced (and ``whole_ok``), else a chunk
+    iterator, which asks the client for the body only once the nodes are ready.
 
     Raises (also from the iterator):
         SwiftError: 499 if the client sent less than it announced, 408 if it stalled.
     """
     if content_length == 0:
+        await send_continue(request)
         return b""  # aiohttp's empty stream refuses even readexactly(0)
-    if content_length is not None and content_length <= limits.SMALL_PUT_BYTES_MAX:
+    if whole_ok and content_length is not None and content_length <= limits.SMALL_PUT_BYTES_MAX:
+        await send_continue(request)
         try:
             async with asyncio.timeout(client_timeout_s):
                 return await request.content.readexactly(content_length)
@@ -87,6 +106,7 @@ async def request_body(
 async def _stream(
     request: web.Request, content_length: int | None, client_timeout_s: float
 ) -> AsyncIterator[bytes]:
+    await send_continue(request)  # on the first chunk asked for: after the nodes said ready
     received = 0
     content = request.content
     while True:
@@ -133,7 +153,16 @@ async def handle_object_put(ctx: RequestContext) -> web.StreamResponse:
             metadata[name] = headers[name]
     if headers.get("If-None-Match", "*") != "*":
         raise SwiftError(400, "If-None-Match only supports *")
-    body = await request_body(ctx.request, content_length, ctx.config.client_timeout_s)
+    path = ctx.path
+    assert path.container is not None
+    if await container_info(ctx.cluster, ctx.cache, path.account, path.container) is None:
+        raise SwiftError(404)  # before 100 Continue: the client need not send the body
+    # If-None-Match: * asks the nodes first (100-continue), so an existing object is refused
+    # before the body is sent
+    whole_ok = "If-None-Match" not in headers
+    body = await request_body(
+        ctx.request, content_length, ctx.config.client_timeout_s, whole_ok=whole_ok
+    )
     status, answer, timestamp = await put_object(ctx, ctx.path, metadata, body, content_length)
     return web.Response(
         status=status,

@@ -339,3 +339,21 @@ def test_account_put_and_delete_are_for_reseller_admins_and_off_by_default(
     for method in ("PUT", "DELETE"):
         answer = reseller.http.request(method, url, headers={"X-Auth-Token": reseller.token})
         assert answer.status_code == 405  # allow_account_management is off
+
+
+def _first_status_line(tester: Client, path: str, headers: dict[str, str]) -> bytes:
+    """Send only the headers of a PUT with ``Expect: 100-continue``; the first status line."""
+    url = urllib.parse.urlsplit(f"{tester.storage_url}/{path}")
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(f"PUT {url.path} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {tester.token}\r\n"
+                     f"Content-Length: 5\r\nExpect: 100-continue\r\n{lines}\r\n".encode())  # fmt: skip
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_expect_100_continue_is_answered_only_for_an_acceptable_upload(tester: Client, cont: str):
+    assert _first_status_line(tester, f"{cont}/o", {}) == b"HTTP/1.1 100 Continue"
+    assert _first_status_line(tester, "missing-container-x/o", {}).startswith(b"HTTP/1.1 404")
+    tester.request("PUT", cont + "/exists", data=b"12345")
+    refused = _first_status_line(tester, f"{cont}/exists", {"If-None-Match": "*"})
+    assert refused.startswith(b"HTTP/1.1 412")
