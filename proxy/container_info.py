@@ -1,13 +1,14 @@
 """Account and container records, fetched from their servers and cached briefly per worker.
 
-Public: :class:`ContainerInfo`, :class:`InfoCache`, :func:`container_info`, :func:`account_exists`,
-:func:`invalidate`.
+Public: :class:`ContainerInfo`, :class:`InfoCache`, :class:`Generations`, :func:`container_info`,
+:func:`account_exists`, :func:`invalidate`, :func:`backend_headers`.
 
 Every object request needs its container's storage policy and ACLs; asking a container server
 each time would double the backend requests of a small GET. So a worker keeps what it learned
-for ``INFO_CACHE_TTL_S``. Only positive answers are cached (a container another worker has just
-created must not stay "missing" here), and a worker's own writes to a container or account drop
-its record at once, so a PUT into a container this worker just created never 404s.
+for ``INFO_CACHE_TTL_S``. Only positive answers are cached (a container another worker has
+just created must not stay "missing" here), and a write to a container or account through any
+worker drops the record in every worker (shared :class:`Generations` counters), so a PUT into a
+container just created never 404s and an ACL change takes effect at once.
 """
 
 from __future__ import annotations

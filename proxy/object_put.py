@@ -2,8 +2,8 @@
 
 Public: :func:`handle_object_put`, :func:`put_object`, :func:`request_body`.
 
-Small bodies (a Content-Length up to ``SMALL_PUT_BYTES_MAX``) are read whole and sent to every
-node in one request each: one backend round trip, no ``100-continue``. Larger or chunked bodies
+Small bodies (a Content-Length up to ``SMALL_PUT_BYTES_MAX``, no ``If-None-Match``) are read
+whole and sent to every node in one request each: one backend round trip, no ``100-continue``. Larger or chunked bodies
 use :class:`objectd.client.ObjectPutter`: the proxy connects to every primary with
 ``Expect: 100-continue``, a node that refuses or fails is replaced by the next handoff, and
 once a majority is ready the body is streamed to all ready nodes at once, each chunk awaited by
