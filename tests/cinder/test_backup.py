@@ -162,3 +162,24 @@ def test_a_refused_token_fails_the_task_and_leaves_no_manifest(node, backup_api,
     with pytest.raises(swiftclient.ClientException):
         swift.head_object(store["container"], manifest_name(answer["id"]))
     assert node.api.ok("GET", "/v1/volumes")["volumes"] == volumes_before  # no reader left
+
+
+def test_bad_requests_are_refused_before_any_work(node, backup_api, store):
+    volume = node.create_volume(1)
+    snapshot_id = snapshot_of(node, volume["id"])
+    bad_stores = [None, {**store, "token": ""}, {**store, "storage_url": "ftp://x"},
+                  {**store, "container": "a/b"}, {**store, "extra": "x"}]  # fmt: skip
+    for bad in bad_stores:
+        status, body = backup_api.call(
+            "POST", "/v1/backups", {"snapshot_id": snapshot_id, "object_store": bad}
+        )
+        assert status == 400, (bad, body)
+    missing = {"snapshot_id": str(uuid.uuid4()), "object_store": store}
+    assert backup_api.call("POST", "/v1/backups", missing)[0] == 404
+    restore = {"object_store": store}
+    path = f"/v1/backups/{uuid.uuid4()}/restore"
+    volumes_before = node.api.ok("GET", "/v1/volumes")["volumes"]
+    assert backup_api.call("POST", path, restore)[0] == 404  # no manifest: no volume made
+    assert node.api.ok("GET", "/v1/volumes")["volumes"] == volumes_before
+    upload = {"url": "file:///etc/passwd"}
+    assert backup_api.call("POST", f"/v1/volumes/{volume['id']}/upload", upload)[0] == 400
