@@ -33,6 +33,7 @@ DAEMONS = {
     "auditor": "objectd.auditor:ObjectAuditor",
     "updater": "objectd.updater:ObjectUpdater",
     "expirer": "objectd.expirer:ObjectExpirer",
+    "container-updater": "objectd.container_updater:ContainerUpdater",
 }
 
 
@@ -95,3 +96,7 @@ def updater(argv: list[str] | None = None) -> int:
 
 def expirer(argv: list[str] | None = None) -> int:
     return run_daemon("expirer", argv)
+
+
+def container_updater(argv: list[str] | None = None) -> int:
+    return run_daemon("container-updater", argv)

@@ -43,7 +43,9 @@ POLICY_INDEXES = (0, 1)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0  # the daemons' own shutdown timeout is 30 s too
 _PR_SET_PDEATHSIG = 1
-_DAEMON_TABLES = ("replicator", "db_replicator", "auditor", "updater", "expirer")
+_DAEMON_TABLES = (
+    "replicator", "db_replicator", "auditor", "updater", "expirer", "container_updater",
+)  # fmt: skip
 _FORWARDERS: set[asyncio.Future[None]] = set()  # output pumps, kept referenced while they run
 
 

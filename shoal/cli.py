@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "auditor": ("objectd.daemon_main:auditor", "object auditor (MD5, quarantine)"),
     "updater": ("objectd.daemon_main:updater", "retries async-pending container updates [--once]"),
     "expirer": ("objectd.daemon_main:expirer", "deletes objects past X-Delete-At [--once]"),
+    "container-updater": (
+        "objectd.daemon_main:container_updater",
+        "reports container counts to accounts [--once]",
+    ),
     "blockd": ("blockd.main:main", "the block daemon (volumes, snapshots, iSCSI exports)"),
 }
 
