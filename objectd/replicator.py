@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -67,6 +68,7 @@ class ReplicationReport:
     primary_partitions: int = 0
     handoff_partitions: int = 0
     handoffs_removed: int = 0
+    handoff_pushes: int = 0  # partitions pushed to a handoff in place of an unmounted primary
     quarantines_noticed: int = 0  # read-path quarantines whose suffixes were marked stale
     suffixes_synced: int = 0
     files_sent: int = 0
@@ -197,30 +199,55 @@ class ObjectReplicator:
 
     async def _sync_primary(self, job: _Job, peers: list[dict[str, Any]],
                             client: ReplicationClient, report: ReplicationReport) -> None:  # fmt: skip
+        """Sync to each other primary; for each that answers 507 (device unmounted or gone),
+        sync to a handoff instead, so the partition keeps its replica count (as Swift does; an
+        unreachable node is not replaced: it is most likely coming back)."""
         local = await self._local_hashes(job)
+        unmounted = 0
         for peer in peers:
             try:
-                remote = await client.hashes(
-                    peer, job.partition, job.policy, max_age_s=self.config.hashes_max_age_s
-                )
-                differ = [s for s in local if local[s] != remote.get(s)]
-                if not differ:
-                    continue
-                local = await self._local_hashes(job, differ)
-                differ = [s for s in differ if s in local and local[s] != remote.get(s)]
-                if not differ:
-                    continue
-                result = await client.sync(
-                    peer, job.partition, job.policy, job.partition_dir, differ
-                )
-                report.suffixes_synced += len(differ)
-                report.files_sent += result.sent
-                if not result.ok:
-                    log.warning("sync to %s: failed files %s", peer["ip"], result.failed[:5])
-                await client.hashes(peer, job.partition, job.policy, recalculate=differ)
+                local = await self._sync_peer(job, peer, local, client, report)
             except PeerError as exc:
                 report.peer_failures += 1
+                unmounted += exc.status == 507
                 log.warning("partition %s: %s", job.partition, exc)
+        if not unmounted:
+            return
+        local_id = job.device.ring_dev["id"] if job.device.ring_dev else None
+        handoffs = (n for n in job.ring.get_more_nodes(job.partition) if n["id"] != local_id)
+        for handoff in itertools.islice(handoffs, unmounted):
+            try:
+                local = await self._sync_peer(job, handoff, local, client, report)
+                report.handoff_pushes += 1
+            except PeerError as exc:
+                report.peer_failures += 1
+                log.warning("partition %s to handoff: %s", job.partition, exc)
+
+    async def _sync_peer(self, job: _Job, peer: dict[str, Any], local: dict[str, str],
+                         client: ReplicationClient,
+                         report: ReplicationReport) -> dict[str, str]:  # fmt: skip
+        """Push the suffixes whose hashes differ at ``peer``; the (maybe rehashed) local hashes.
+
+        Raises:
+            PeerError: the peer is unreachable or refused a request.
+        """
+        remote = await client.hashes(
+            peer, job.partition, job.policy, max_age_s=self.config.hashes_max_age_s
+        )
+        differ = [s for s in local if local[s] != remote.get(s)]
+        if not differ:
+            return local
+        local = await self._local_hashes(job, differ)
+        differ = [s for s in differ if s in local and local[s] != remote.get(s)]
+        if not differ:
+            return local
+        result = await client.sync(peer, job.partition, job.policy, job.partition_dir, differ)
+        report.suffixes_synced += len(differ)
+        report.files_sent += result.sent
+        if not result.ok:
+            log.warning("sync to %s: failed files %s", peer["ip"], result.failed[:5])
+        await client.hashes(peer, job.partition, job.policy, recalculate=differ)
+        return local
 
     async def _revert_handoff(self, job: _Job, primaries: list[dict[str, Any]],
                               client: ReplicationClient, report: ReplicationReport) -> None:  # fmt: skip

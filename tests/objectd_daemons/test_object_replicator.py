@@ -172,3 +172,24 @@ def test_shoal_replicator_runs_passes_until_sigterm(cluster3: LocalCluster):
         process.stderr.close()
     for node in cluster3.nodes:
         assert cluster3.get_object(node, "a", "c", "forever").content == b"forever-body"
+
+
+def test_unmounted_primary_is_replaced_by_a_handoff_until_it_returns(cluster4: LocalCluster):
+    ring = cluster4.ring()
+    part = ring.get_part("a", "c", "um")
+    primaries = [cluster4.node_of(d) for d in ring.get_part_nodes(part)]
+    spare = next(n for n in cluster4.nodes if n not in primaries)
+    cluster4.put_object(primaries, "a", "c", "um", b"keep three copies", ts())
+    gone = primaries[2]
+    unmounted = gone.device_path.with_name("unmounted")
+    gone.device_path.rename(unmounted)  # objectd now answers 507 for that device
+    try:
+        report = _replicate(cluster4, primaries[0])
+        assert report.handoff_pushes == 1
+        assert cluster4.get_object(spare, "a", "c", "um").content == b"keep three copies"
+    finally:
+        unmounted.rename(gone.device_path)
+    time.sleep(0.3)  # objectd rescans unknown devices at most ten times a second
+    _replicate(cluster4, spare)  # the device is back: the handoff copy goes home and away
+    assert not cluster4.hash_dir(spare, "a", "c", "um").exists()
+    assert cluster4.get_object(gone, "a", "c", "um").content == b"keep three copies"
