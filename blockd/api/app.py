@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from blockd.api.backup_routes import add_backup_routes
 from blockd.api.errors import error_middleware
 from blockd.auth import TOKEN_HEADER, Authenticator
 from blockd.errors import BlockdError, InvalidRequest
@@ -269,6 +270,7 @@ def make_app(
     app[AUTH] = auth
     app[TASKS] = TaskRegistry()
     app.add_routes(_routes())
+    add_backup_routes(app, service, app[TASKS])
 
     async def lifecycle(app: web.Application):
         await service.start()
