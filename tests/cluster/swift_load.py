@@ -138,8 +138,7 @@ def _worker(client: SwiftClient, ledger: Ledger, prefix: str, operations: int,
         try:
             if not names or choice < 0.45:
                 name = f"{prefix}-{step}" if not names or rng.random() < 0.7 else rng.choice(names)
-                # no empty bodies: the proxy answers 499 to a 0-byte PUT (reported)
-                body = os.urandom(rng.choice((1, 100, 4000, 70_000, 300_000)))
+                body = os.urandom(rng.choice((0, 100, 4000, 70_000, 300_000)))
                 ledger.attempted_put(name, _md5(body))
                 response = client.swift("PUT", f"/{CONTAINER}/{name}", data=body)
                 ok = response.status_code == 201 and response.headers.get("ETag", "").strip(
