@@ -152,6 +152,14 @@ class ObjectReplicator:
             ring0, config.devices, config.bind_ip, config.bind_port, mount_check=config.mount_check
         )
         for device in devices:
+            if device.ring_dev is None:  # a drained device, or a wrong bind_ip/bind_port
+                log.warning(
+                    "device %s is not in the ring at %s:%s: all its partitions are handoffs "
+                    "and move to their primaries",
+                    device.name,
+                    config.bind_ip,
+                    config.bind_port,
+                )
             noticed += invalidate_quarantined(self.layout, device.name, rings)
             for policy, partition, part_dir in object_partitions(device.path):
                 ring = rings.get(policy)
