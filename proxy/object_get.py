@@ -72,7 +72,7 @@ class OpenObject:
                 self.cluster.record(stream.node, str(exc))
                 stream.close()
                 resume = self.resume_range(sent)
-                if resume is None:
+                if resume is None or await self._cut_for_corruption(stream, etag):
                     raise
                 log.warning(
                     "object GET: %s failed after %d bytes; resuming elsewhere", stream.node, sent
@@ -91,6 +91,33 @@ class OpenObject:
                 # counts from there on
                 stream = self.stream = following
                 sent = 0
+
+    async def _cut_for_corruption(self, stream: BackendStream, etag: str) -> bool:
+        """Whether a whole-object stream was cut because its replica failed verification.
+
+        objectd checks the MD5 of a whole object while sending it and cuts the stream, after
+        quarantining the file, when it does not match: the bytes already sent may then be
+        corrupt, and resuming from another replica would hand the client a complete body with
+        the bad bytes inside. So the failed node is asked again: if it no longer has the object
+        (or has another ETag), the client's response is cut too, and the client sees a short
+        body instead of a wrong one. A node that is simply gone does not answer: resume.
+        """
+        if stream.status != 200:
+            return False  # ranges are not verified by objectd: a cut there is a node failure
+        headers = {**backend_headers(), "X-Backend-Storage-Policy-Index":
+                   self.headers["X-Backend-Storage-Policy-Index"]}  # fmt: skip
+        try:
+            answer = await self.cluster.client.head_object(
+                stream.node, self.part, self.path.account, self.path.container, self.path.obj,
+                headers,
+            )  # fmt: skip
+        except BackendError:
+            return False
+        if answer.status == 404 or (answer.ok and answer.headers.get("ETag", etag) != etag):
+            log.error("object GET: %s quarantined %s mid-body; cutting the client response",
+                      stream.node, self.path)  # fmt: skip
+            return True
+        return False
 
     def close(self) -> None:
         self.stream.close()

@@ -205,12 +205,6 @@ def test_2_corrupt_object_is_never_served_and_is_repaired(cluster, client, ledge
     _assert_replicas_on_primaries(cluster, ledger, reports)
 
 
-@pytest.mark.xfail(
-    reason="objectd sends all but the last 64 KiB of a large object before its MD5 check ends "
-    "and cuts the stream on a mismatch; the proxy then resumes from another replica, so the "
-    "client receives a complete 200 body containing the corrupt bytes (reported to the lead)",
-    strict=False,
-)
 def test_2b_corrupt_large_object_is_never_served_complete(cluster, client, ledger):
     body = os.urandom(900_000)
     _put(client, ledger, "corrupt-read-large", body)
