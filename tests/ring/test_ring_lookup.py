@@ -33,7 +33,10 @@ NAMES = st.text(
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(devs=clusters(min_zones=3), account=NAMES, container=NAMES, obj=NAMES)
 def test_primaries_are_distinct_and_handoffs_are_never_primaries(
