@@ -63,6 +63,9 @@ AUTH_RETRY_S = 1.0  # times the attempt number, after blockd's 503 (its Keystone
 IMAGE_TIMEOUT_S = 3600.0  # a large image over a slow link; the task reports its progress
 TASK_POLL_S = 1.0  # how often a running blockd task is asked for its state
 RAW_FORMATS = (None, "raw")  # blockd streams the bytes as they are: no conversion
+# converted by blockd with qemu-img (Glance's names; blockd refuses backing files and the like)
+CONVERTED_FORMATS = ("qcow2", "vmdk", "vdi", "vhd", "vhdx")
+CONTAINER_FORMATS = (None, "bare")  # ova/docker/... wrap the disk: Cinder's LVM refuses them too
 
 shoal_opts = [
     cfg.StrOpt(
@@ -367,10 +370,17 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
         from cinder.image import glance  # only here: importing it registers Glance's options
 
         meta = image_service.show(context, image_id)
-        if meta.get("disk_format") not in RAW_FORMATS:
+        disk_format = meta.get("disk_format")
+        if disk_format not in RAW_FORMATS + CONVERTED_FORMATS:
             raise exception.ImageUnacceptable(
                 image_id=image_id,
-                reason=f"disk_format {meta.get('disk_format')!r}: blockd imports raw images only",
+                reason=f"disk_format {disk_format!r}: blockd imports raw and "
+                f"{', '.join(CONVERTED_FORMATS)} images",
+            )
+        if meta.get("container_format") not in CONTAINER_FORMATS:
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=f"container_format {meta.get('container_format')!r}: only bare",
             )
         netloc, use_ssl = next(iter(glance.get_api_servers(context)))
         url = f"{'https' if use_ssl else 'http'}://{netloc}/v2/images/{image_id}/file"
@@ -379,9 +389,10 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
         # blockd writes an image only into a volume it creates: the empty one made for this
         # image (status "downloading", never exported) is replaced by one made from the image.
         self._blockd.ok("DELETE", f"/v1/volumes/{volume_id}", expect=(204, 404))
-        body = {"id": volume_id, "size_gib": volume.size, "image": {"url": url, "headers": headers}}
+        image = {"url": url, "headers": headers, "disk_format": disk_format or "raw"}
+        body = {"id": volume_id, "size_gib": volume.size, "image": image}
         task = self._blockd.ok("POST", "/v1/volumes", body, expect=(202,))["task"]
-        self._wait_task(task, exception.ImageCopyFailure)
+        self._wait_task(task, exception.ImageCopyFailure, image_id=image_id)
 
     def copy_volume_to_image(self, context, volume, image_service, image_meta):
         """blockd streams the volume to Glance itself (a task): no attach on this host."""
@@ -400,15 +411,20 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
         task = self._blockd.ok("POST", path, {"url": url, "headers": headers}, expect=(202,))
         self._wait_task(task["task"], exception.ImageCopyFailure)
 
-    def _wait_task(self, task: dict, error) -> None:
+    def _wait_task(self, task: dict, error, image_id: str | None = None) -> None:
+        """Poll until the task ends; an image blockd refused (400: too big for the volume, a
+        backing file, a format mismatch) is ImageUnacceptable, as Cinder's LVM driver says."""
         deadline = time.monotonic() + self.configuration.shoal_image_timeout_s
         while task["state"] == "running":
             if time.monotonic() > deadline:
                 raise error(reason=f"blockd task {task['id']} timed out")
             time.sleep(TASK_POLL_S)
             task = self._blockd.ok("GET", f"/v1/tasks/{task['id']}")["task"]
-        if task["state"] != "done":
-            raise error(reason=f"blockd: {task['error']}")
+        if task["state"] == "done":
+            return
+        if image_id is not None and task.get("error_status") == 400:
+            raise exception.ImageUnacceptable(image_id=image_id, reason=f"blockd: {task['error']}")
+        raise error(reason=f"blockd: {task['error']}")
 
     # --- snapshots ------------------------------------------------------------------------
     def create_snapshot(self, snapshot):

@@ -16,6 +16,7 @@ from shoal.config import ConfigError, load, option
 BACKENDS = ("reflink", "lvm-thin")
 TARGETS = ("tgt", "lio")
 AUTH_MODES = ("dev", "keystone")
+DEFAULT_CONVERSION_DIR = Path("/var/lib/shoal/blockd/conversion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,12 @@ class BlockdConfig:
     )
     lvm_vg: str = option("shoal-volumes", "lvm-thin: volume group")
     lvm_pool: str = option("", "lvm-thin: thin pool LV name (default <vg>-pool, as Cinder)")
+    image_conversion_dir: str = option(
+        "",
+        "where non-raw images are downloaded before qemu-img converts them (Cinder's "
+        "image_conversion_dir); empty = reflink_dir for reflink, /var/lib/shoal/blockd/conversion "
+        "for lvm-thin",
+    )
     max_over_subscription_ratio: float = option(
         20.0, "provisioned / total allowed before create answers 507 (Cinder's default)"
     )
@@ -68,6 +75,14 @@ class BlockdConfig:
     @property
     def thin_pool(self) -> str:
         return self.lvm_pool or f"{self.lvm_vg}-pool"
+
+    @property
+    def conversion_dir(self) -> Path:
+        if self.image_conversion_dir:
+            return Path(self.image_conversion_dir)
+        if self.backend == "reflink":
+            return self.reflink_dir
+        return DEFAULT_CONVERSION_DIR
 
 
 def load_config(path: str | Path | None) -> BlockdConfig:

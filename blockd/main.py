@@ -31,7 +31,12 @@ def build_app(config: BlockdConfig):
     service = BlockService(
         make_backend(config, runner), make_target(config, runner), config.target_portals
     )
-    return make_app(service, make_auth(config), reconcile_interval_s=config.reconcile_interval_s)
+    return make_app(
+        service,
+        make_auth(config),
+        reconcile_interval_s=config.reconcile_interval_s,
+        conversion_dir=config.conversion_dir,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

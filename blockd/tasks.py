@@ -35,7 +35,9 @@ class Task:
     state: str = "running"  # running | done | failed
     done_bytes: int = 0
     total_bytes: int | None = None
+    phase: str | None = None  # a task of several steps: where it is (import: downloading...)
     error: str | None = None
+    error_status: int | None = None  # the HTTP status the error would have had: 400 = refused input
     started_at: float = dataclasses.field(default_factory=time.time)
     finished_at: float | None = None
 
@@ -56,7 +58,9 @@ class Task:
             "progress": self.progress,
             "done_bytes": self.done_bytes,
             "total_bytes": self.total_bytes,
+            "phase": self.phase,
             "error": self.error,
+            "error_status": self.error_status,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
@@ -92,7 +96,7 @@ class TaskRegistry:
             task.state, task.error = "failed", "cancelled (blockd is stopping)"
             raise
         except BlockdError as exc:
-            task.state, task.error = "failed", str(exc)
+            task.state, task.error, task.error_status = "failed", str(exc), exc.status
         except Exception as exc:
             log.exception("task %s (%s of volume %s) failed", task.id, task.kind, task.volume_id)
             task.state, task.error = "failed", f"internal error: {type(exc).__name__}"

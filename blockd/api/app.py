@@ -14,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,8 +23,10 @@ from aiohttp import web
 from blockd.api.backup_routes import add_backup_routes
 from blockd.api.errors import error_middleware
 from blockd.auth import TOKEN_HEADER, Authenticator
+from blockd.config import DEFAULT_CONVERSION_DIR
 from blockd.errors import BlockdError, InvalidRequest
-from blockd.image_import import import_image
+from blockd.image_convert import remove_leftovers
+from blockd.image_import import IMAGE_FORMATS, import_image
 from blockd.model import parse_iqn, parse_size_gib, parse_uuid
 from blockd.service import BlockService
 from blockd.tasks import TaskRegistry
@@ -39,6 +42,7 @@ SERVICE = web.AppKey("service", BlockService)
 AUTH = web.AppKey("auth", Authenticator)
 TASKS = web.AppKey("tasks", TaskRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+CONVERSION_DIR = web.AppKey("conversion_dir", Path)
 
 
 @web.middleware
@@ -117,28 +121,39 @@ async def create_volume(request: web.Request) -> web.Response:
     return web.json_response(result, status=201)
 
 
-def _parse_image(image: Any) -> tuple[str, dict[str, str]] | None:
+def _parse_image(image: Any) -> tuple[str, dict[str, str], str] | None:
     if image is None:
         return None
     if not isinstance(image, dict) or not isinstance(image.get("url"), str):
         raise InvalidRequest('image must be {"url": "http(s)://...", "headers": {...}}')
+    unknown = set(image) - {"url", "headers", "disk_format"}
+    if unknown:
+        raise InvalidRequest(f"unknown image field(s): {', '.join(sorted(unknown))}")
     url, headers = image["url"], image.get("headers") or {}
+    disk_format = image.get("disk_format") or "raw"
+    if disk_format not in IMAGE_FORMATS:
+        raise InvalidRequest(f"image.disk_format must be one of {', '.join(IMAGE_FORMATS)}")
     if not url.startswith(("http://", "https://")):
         raise InvalidRequest("image.url must be an http(s) URL")
     if not isinstance(headers, dict) or len(headers) > IMPORT_HEADERS_MAX:
         raise InvalidRequest(f"image.headers must be an object of at most {IMPORT_HEADERS_MAX}")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
         raise InvalidRequest("image.headers must map strings to strings")
-    return url, headers
+    return url, headers, disk_format
 
 
-def _start_import(request: web.Request, volume, url: str, headers: dict[str, str]):
+def _start_import(
+    request: web.Request, volume, url: str, headers: dict[str, str], disk_format: str
+):
     service, session = request.app[SERVICE], request.app[HTTP]
+    conversion_dir = request.app[CONVERSION_DIR]
 
     async def work(task) -> None:
         async with service.locks.hold(volume.id):
             device = await service.device_path(volume)
-            await import_image(session, url, headers, volume, device, task)
+            await import_image(
+                session, url, headers, volume, device, task, disk_format, conversion_dir
+            )
 
     return request.app[TASKS].start("image-import", volume.id, work)
 
@@ -260,20 +275,27 @@ async def reconcile_forever(service: BlockService, interval_s: float) -> None:
 
 
 def make_app(
-    service: BlockService, auth: Authenticator, *, reconcile_interval_s: float = 0.0
+    service: BlockService,
+    auth: Authenticator,
+    *,
+    reconcile_interval_s: float = 0.0,
+    conversion_dir: Path = DEFAULT_CONVERSION_DIR,
 ) -> web.Application:
-    """The app; ``service.start()`` runs at startup, so a broken node fails before serving."""
+    """The app; ``service.start()`` runs at startup, so a broken node fails before serving.
+    ``conversion_dir`` holds non-raw images while qemu-img converts them (see image_import)."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=REQUEST_BYTES_MAX
     )
     app[SERVICE] = service
     app[AUTH] = auth
     app[TASKS] = TaskRegistry()
+    app[CONVERSION_DIR] = conversion_dir
     app.add_routes(_routes())
     add_backup_routes(app, service, app[TASKS])
 
     async def lifecycle(app: web.Application):
         await service.start()
+        await asyncio.to_thread(remove_leftovers, conversion_dir)
         reconciler = None
         if reconcile_interval_s > 0:
             reconciler = asyncio.create_task(reconcile_forever(service, reconcile_interval_s))

@@ -3,7 +3,7 @@ and a real iSCSI initiator (QEMU's libiscsi block driver via qemu-io / qemu-img,
 iscsi-readcapacity16).
 
 Public: :func:`reflink_mount`, :class:`Tgtd`, :class:`BlockdProcess`, :class:`BlockdClient`,
-:class:`Initiator`, :func:`free_port`, :func:`require`.
+:class:`Initiator`, :class:`ImageServer`, :func:`wait_task`, :func:`free_port`, :func:`require`.
 
 Nothing is faked: blockd runs as ``python -m blockd`` with a TOML config, tgtd binds a free port on
 127.0.0.1 with a private control port (never the system's 3260 or tgtd), and every byte checked is
@@ -13,6 +13,7 @@ moved by an iSCSI initiator. Every process started here is stopped by its pid, a
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +37,7 @@ START_TIMEOUT_S = 30.0  # blockd starts in ~1 s; tgtd in ~0.1 s; generous for a 
 COMMAND_TIMEOUT_S = 120.0
 ISCSI_TIMEOUT_S = 60.0  # one qemu-io run: login + a few MiB over loopback
 DEV_TOKEN = "test-dev-token-0123456789"
+TASK_WAIT_S = 60.0  # an image import of a few MiB takes ~0.1-1 s; generous for a loaded machine
 INITIATOR = "iqn.2024-01.org.example:compute-1"
 OTHER_INITIATOR = "iqn.2024-01.org.example:compute-2"
 
@@ -378,3 +381,32 @@ def host_node(workdir: Path, xfs_size: str = "8G", fs: str = "xfs") -> Iterator[
             if node is not None:
                 node.blockd.stop()
             tgtd.stop()
+
+
+class ImageServer:
+    """A loopback HTTP server of one directory's files (stands in for Glance or Swift: a plain
+    GET with a Content-Length)."""
+
+    def __init__(self, directory: Path):
+        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(directory), **k
+        )
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_task(api: BlockdClient, task_id: str, timeout_s: float = TASK_WAIT_S) -> dict:
+    """The task once it is no longer running (polled every 0.1 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = api.ok("GET", f"/v1/tasks/{task_id}")["task"]
+        if task["state"] != "running":
+            return task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)

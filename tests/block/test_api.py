@@ -9,13 +9,10 @@ for its status, a JSON message, an X-Trans-Id, and the absence of a stack trace.
 from __future__ import annotations
 
 import concurrent.futures
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -23,7 +20,14 @@ from pathlib import Path
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import INITIATOR, BlockdClient, BlockdProcess, Tgtd
+from tests.block.support import (
+    INITIATOR,
+    BlockdClient,
+    BlockdProcess,
+    ImageServer,
+    Tgtd,
+    wait_task,
+)
 
 pytestmark = [pytest.mark.root]
 
@@ -116,42 +120,15 @@ def test_volume_and_snapshot_lifecycle(node):
     assert not list((node.mount / "volumes").glob(f"*{snapshot_id}*"))
 
 
-class _ImageServer:
-    """A loopback HTTP server for one file (stands in for Glance or Swift: a plain GET)."""
-
-    def __init__(self, directory: Path):
-        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-            *a, directory=str(directory), **k
-        )
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def wait_task(node, task_id: str) -> dict:
-    deadline = time.monotonic() + TASK_WAIT_S
-    while True:
-        task = node.api.ok("GET", f"/v1/tasks/{task_id}")["task"]
-        if task["state"] != "running":
-            return task
-        assert time.monotonic() < deadline, task
-        time.sleep(0.1)
-
-
 def test_image_import_runs_as_a_task_and_lands_in_the_volume(node, tmp_path):
     image = os.urandom(24 * MiB + 512)
     (tmp_path / "image.raw").write_bytes(image)
-    server = _ImageServer(tmp_path)
+    server = ImageServer(tmp_path)
     try:
         body = {"size_gib": 1, "image": {"url": f"{server.url}/image.raw"}}
         status, data = node.api.call("POST", "/v1/volumes", body)
         assert status == 202, data
-        task = wait_task(node, data["task"]["id"])
+        task = wait_task(node.api, data["task"]["id"])
         assert task["state"] == "done" and task["progress"] == 1.0, task
         assert task["done_bytes"] == task["total_bytes"] == len(image)
         export = node.export(data["volume"]["id"])
@@ -159,7 +136,7 @@ def test_image_import_runs_as_a_task_and_lands_in_the_volume(node, tmp_path):
 
         body = {"size_gib": 1, "image": {"url": f"{server.url}/missing.raw"}}
         status, data = node.api.call("POST", "/v1/volumes", body)
-        failed = wait_task(node, data["task"]["id"])
+        failed = wait_task(node.api, data["task"]["id"])
         assert failed["state"] == "failed" and "404" in failed["error"]
     finally:
         server.close()

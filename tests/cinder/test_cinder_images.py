@@ -6,7 +6,8 @@ Method: the driver (inside Cinder's VolumeManager process) asks blockd to downlo
 ``<glance>/v2/images/<id>/file`` (or to PUT the volume there); the Glance side is a stand-in: an
 HTTP server in this process that serves and stores image bytes and records the requests (Glance
 itself is not installed).
-The volume is then attached through Cinder and read through iSCSI.
+The volume is then attached through Cinder and read through iSCSI. A qcow2 image is converted by
+blockd (qemu-img), and refused when unsafe (a backing file) or larger than the volume.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -85,19 +87,70 @@ def test_blockd_downloads_a_raw_image_into_the_volume(cinder, node):
     cinder.call("delete_volume", volume_id=volume["id"])
 
 
-def test_a_qcow2_image_is_refused_and_a_missing_one_fails(cinder):
+def qcow2_of(raw: bytes, workdir, *options: str) -> bytes:
+    """A real qcow2 image of ``raw`` (made by qemu-img, as an image builder would)."""
+    (workdir / "source.raw").write_bytes(raw)
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", *options,
+         str(workdir / "source.raw"), str(workdir / "image.qcow2")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return (workdir / "image.qcow2").read_bytes()
+
+
+def test_blockd_converts_a_qcow2_image_into_the_volume(cinder, node, tmp_path):
+    """Cinder's LVM driver runs qemu-img convert on the cinder host (fetch_to_raw); here blockd
+    downloads the qcow2, checks it with qemu-img info and converts it into the volume."""
+    content = os.urandom(2 * MiB) + bytes(5 * MiB) + os.urandom(MiB)
+    image_id, image = str(uuid.uuid4()), qcow2_of(content, tmp_path)
+    assert image[:4] == b"QFI\xfb" and image[: len(content)] != content
+    with image_server({image_id: image}) as (url, seen):
+        volume = cinder.call("create_volume", size=1)
+        meta = {"disk_format": "qcow2", "container_format": "bare", "size": len(image)}
+        cinder.call(
+            "copy_image", volume_id=volume["id"], image_id=image_id, glance_url=url, meta=meta
+        )
+    assert seen == [f"/v2/images/{image_id}/file"]
+    attachment, info = attach(cinder, volume["id"])
+    assert node.initiator.read(info, len(content)) == content
+    assert node.initiator.read(info, MiB, offset=len(content)) == bytes(MiB)
+    cinder.call("detach", volume_id=volume["id"], attachment_id=attachment)
+    cinder.call("delete_volume", volume_id=volume["id"])
+
+
+def test_unacceptable_images_are_refused_and_a_missing_one_fails(cinder, tmp_path):
     volume = cinder.call("create_volume", size=1)
-    with image_server({}) as (url, seen):
-        with pytest.raises(CinderCallError) as refused:
-            meta = {"disk_format": "qcow2", "container_format": "bare"}
-            cinder.call("copy_image", volume_id=volume["id"], image_id=str(uuid.uuid4()),
+    too_big = str(uuid.uuid4())  # 2 GiB virtual into a 1 GiB volume
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(tmp_path / "big.qcow2"), "2G"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    backed = str(uuid.uuid4())  # would make qemu-img read a host file into the tenant's volume
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw",
+                    str(tmp_path / "backed.qcow2"), "1M"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    images = {
+        too_big: (tmp_path / "big.qcow2").read_bytes(),
+        backed: (tmp_path / "backed.qcow2").read_bytes(),
+    }
+
+    def copy(image_id: str, disk_format: str, container_format: str = "bare"):
+        meta = {"disk_format": disk_format, "container_format": container_format}
+        with pytest.raises(CinderCallError) as error:
+            cinder.call("copy_image", volume_id=volume["id"], image_id=image_id,
                         glance_url=url, meta=meta)  # fmt: skip
-        assert refused.value.type == "ImageUnacceptable" and seen == []
-        with pytest.raises(CinderCallError) as failed:
-            meta = {"disk_format": "raw", "container_format": "bare"}
-            cinder.call("copy_image", volume_id=volume["id"], image_id=str(uuid.uuid4()),
-                        glance_url=url, meta=meta)  # fmt: skip
-        assert failed.value.type == "ImageCopyFailure" and "404" in failed.value.message
+        return error.value
+
+    with image_server(images) as (url, seen):
+        refused = copy(str(uuid.uuid4()), "iso")
+        assert refused.type == "ImageUnacceptable" and "iso" in refused.message
+        refused = copy(str(uuid.uuid4()), "qcow2", "ova")
+        assert refused.type == "ImageUnacceptable" and "ova" in refused.message
+        assert seen == []  # refused by the driver: nothing was fetched
+        refused = copy(too_big, "qcow2")
+        assert refused.type == "ImageUnacceptable" and "larger than the volume" in refused.message
+        refused = copy(backed, "qcow2")
+        assert refused.type == "ImageUnacceptable" and "backing file" in refused.message
+        failed = copy(str(uuid.uuid4()), "raw")
+        assert failed.type == "ImageCopyFailure" and "404" in failed.message
     cinder.call("delete_volume", volume_id=volume["id"])
 
 
