@@ -150,7 +150,7 @@ class ContainerServer:
     async def get_or_head(self, request: web.Request, path: BackendPath) -> web.Response:
         params = None
         if request.method == "GET":
-            params = ListingParams.from_query(parse_query(request.raw_path))
+            params = ListingParams.from_query(parse_query(request.raw_path), allow_path=True)
         info, items = await self.brokers.run(
             path.device, self._db_path(path), _info_and_listing, params
         )

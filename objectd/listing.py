@@ -1,5 +1,6 @@
 """Listings of containers and accounts: ``prefix``, ``delimiter``, ``marker``, ``end_marker``,
-``limit`` and ``reverse``, with Swift's exact semantics, over any sorted source of rows.
+``limit``, ``reverse`` and (containers only) ``path``, with Swift's semantics, over any sorted
+source of rows.
 
 Public: :class:`ListingParams`, :class:`Subdir`, :func:`list_entries`, :func:`prefix_upper`,
 :data:`Fetch`.
@@ -14,7 +15,16 @@ it against a plain in-memory model. Semantics (Swift's ``list_objects_iter``):
 - with ``delimiter``, a name with the delimiter after the prefix is folded into one
   ``subdir`` entry ``prefix + ... + delimiter``, listed once, at its sort position; a subdir equal
   to the lower paging bound (``marker``, or ``end_marker`` when reversed) is not repeated;
-- at most ``limit`` entries (rows and subdirs together).
+- at most ``limit`` entries (rows and subdirs together);
+- ``path=p`` (Swift's pseudo-directory listing, containers only) overrides ``prefix`` and
+  ``delimiter``: the prefix becomes ``p.rstrip('/') + '/'`` (``''`` for an empty ``p``) and only
+  names directly "in" it are listed, as rows, never as subdirs: a name whose part after the
+  prefix has no ``/`` except possibly as its last character (``p/dir/`` is a directory marker in
+  ``p``; ``p/dir/x`` is not listed). The name equal to the prefix itself is not listed.
+  Two deliberate differences from Swift's ``list_objects_iter``, both bugs there: Swift skips a
+  name equal to ``p/dir0`` after a deeper name ``p/dir/x`` (its next-page marker is exclusive),
+  and, reversed, it skips the marker ``p/dir/`` when that has children; here a listing and its
+  reverse always hold the same names.
 """
 
 from __future__ import annotations
@@ -49,10 +59,14 @@ class ListingParams:
     end_marker: str = ""
     limit: int = LISTING_LIMIT_MAX
     reverse: bool = False
+    path: str | None = None  # None: not given; "" lists the top level (see the module docstring)
 
     @classmethod
-    def from_query(cls, query: Mapping[str, str]) -> ListingParams:
-        """Parse and check listing parameters. Raises PreconditionFailed (412) as Swift does."""
+    def from_query(cls, query: Mapping[str, str], *, allow_path: bool = False) -> ListingParams:
+        """Parse and check listing parameters. Raises PreconditionFailed (412) as Swift does.
+
+        ``allow_path``: honour ``path`` (Swift's container server does; its account server
+        ignores it)."""
         limit_text = query.get("limit", "")
         limit = LISTING_LIMIT_MAX
         if limit_text:
@@ -72,7 +86,35 @@ class ListingParams:
             end_marker=query.get("end_marker", ""),
             limit=limit,
             reverse=reverse,
+            path=query.get("path") if allow_path else None,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a listing folds: the effective prefix and delimiter, and whether folded names are
+    skipped (``path``) rather than listed as subdirs."""
+
+    prefix: str
+    delimiter: str
+    path_mode: bool
+
+    @classmethod
+    def of(cls, params: ListingParams) -> _Plan:
+        if params.path is None:
+            return cls(params.prefix, params.delimiter, False)
+        prefix = params.path.rstrip("/") + "/" if params.path else ""
+        return cls(prefix, "/", True)
+
+    def fold(self, name: str) -> str | None:
+        """The subdir ``name`` belongs to (``prefix + ... + delimiter``), None if it is listed
+        itself. With ``path``, a trailing ``/`` does not fold: ``p/dir/`` is listed in ``p``."""
+        if not self.delimiter:
+            return None
+        end = name.find(self.delimiter, len(self.prefix))
+        if end < 0 or (self.path_mode and end == len(name) - 1):
+            return None
+        return name[: end + 1]
 
 
 def _successor(char: str) -> str:
@@ -89,6 +131,12 @@ def prefix_upper(prefix: str) -> str | None:
     if not prefix:
         return None
     return prefix[:-1] + _successor(prefix[-1])
+
+
+def _just_after(name: str) -> str:
+    """The least string greater than ``name``: an exclusive upper bound that keeps ``name``
+    itself but no longer name starting with it."""
+    return name + "\x00"
 
 
 def _min_upper(first: str | None, second: str | None) -> str | None:
@@ -109,7 +157,8 @@ def list_entries(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
 
 
 def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
-    prefix, delimiter = params.prefix, params.delimiter
+    plan = _Plan.of(params)
+    prefix = plan.prefix
     lower, inclusive = params.marker or None, False
     if prefix and (lower is None or prefix > lower):
         lower, inclusive = prefix, True
@@ -121,14 +170,14 @@ def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
         seen = 0
         for seen, row in enumerate(rows, 1):  # noqa: B007 (seen is read after the loop)
             name = row[0]
-            end = name.find(delimiter, len(prefix)) if delimiter else -1
-            if end >= 0:
-                subdir = name[: end + 1]
-                if subdir != params.marker:
+            subdir = plan.fold(name)
+            if subdir is not None:
+                if subdir != params.marker and not plan.path_mode:
                     results.append(Subdir(subdir))
                 lower, inclusive = prefix_upper(subdir), True
                 break  # skip the rest of the subdir: fetch again past it
-            results.append(row)
+            if not (plan.path_mode and name == prefix):
+                results.append(row)
             lower, inclusive = name, False
         else:
             if seen < wanted:
@@ -140,7 +189,8 @@ def _list_ascending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
 
 
 def _list_descending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
-    prefix, delimiter = params.prefix, params.delimiter
+    plan = _Plan.of(params)
+    prefix = plan.prefix
     upper = _min_upper(params.marker or None, prefix_upper(prefix) if prefix else None)
     lower, inclusive = params.end_marker or None, False
     if prefix and (lower is None or prefix > lower):
@@ -152,14 +202,17 @@ def _list_descending(params: ListingParams, fetch: Fetch) -> list[Row | Subdir]:
         seen = 0
         for seen, row in enumerate(rows, 1):  # noqa: B007 (seen is read after the loop)
             name = row[0]
-            end = name.find(delimiter, len(prefix)) if delimiter else -1
-            if end >= 0:
-                subdir = name[: end + 1]
-                if subdir != params.end_marker:
-                    results.append(Subdir(subdir))
-                upper = subdir  # names under the subdir are all >= it
+            subdir = plan.fold(name)
+            if subdir is not None:
+                if plan.path_mode:  # skip the names under it, but the marker itself is listed
+                    upper = _just_after(subdir)
+                else:
+                    if subdir != params.end_marker:
+                        results.append(Subdir(subdir))
+                    upper = subdir  # names under the subdir are all >= it
                 break
-            results.append(row)
+            if not (plan.path_mode and name == prefix):
+                results.append(row)
             upper = name
         else:
             if seen < wanted:

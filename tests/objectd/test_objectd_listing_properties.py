@@ -1,5 +1,5 @@
 """Listings equal a plain in-memory model, for random names (non-ASCII included) and random
-prefix/delimiter/marker/end_marker/limit/reverse; row merges converge in any order.
+prefix/delimiter/marker/end_marker/limit/reverse/path; row merges converge in any order.
 
 Method: the model below is the specification. It is compared with (1) the listing algorithm
 over the real SQLite container schema, in-process and for many examples, and (2) a real objectd
@@ -9,6 +9,7 @@ with duplicates and random batching, and the resulting tables must be identical.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -32,9 +33,7 @@ NAMES = st.text(ALPHABET, min_size=1, max_size=8)
 DELIMITERS = st.sampled_from(["", "/", "-", "é"])
 
 
-def model_listing(names: set[str], params: ListingParams) -> list[str]:
-    """The specification: what a listing must contain, as names and subdirs (``a/``)."""
-    prefix, delimiter = params.prefix, params.delimiter
+def _in_bounds(names: set[str], prefix: str, params: ListingParams) -> list[str]:
     chosen = [name for name in sorted(names) if name.startswith(prefix)]
     if params.reverse:
         chosen = [n for n in chosen if (not params.marker or n < params.marker)]
@@ -42,6 +41,29 @@ def model_listing(names: set[str], params: ListingParams) -> list[str]:
     else:
         chosen = [n for n in chosen if (not params.marker or n > params.marker)]
         chosen = [n for n in chosen if (not params.end_marker or n < params.end_marker)]
+    return chosen
+
+
+def model_path_listing(names: set[str], params: ListingParams) -> list[str]:
+    """``path=p`` (overrides prefix and delimiter): the names directly in the pseudo-directory
+    ``p.rstrip('/') + '/'``: the rest after it is non-empty and has no ``/`` before its last
+    character (``p/d/`` is a directory marker in ``p``, ``p/d/x`` is not in ``p``)."""
+    assert params.path is not None
+    prefix = params.path.rstrip("/") + "/" if params.path else ""
+    chosen = [
+        name
+        for name in _in_bounds(names, prefix, params)
+        if name != prefix and "/" not in name[len(prefix) : -1]
+    ]
+    return sorted(chosen, reverse=params.reverse)[: params.limit]
+
+
+def model_listing(names: set[str], params: ListingParams) -> list[str]:
+    """The specification: what a listing must contain, as names and subdirs (``a/``)."""
+    if params.path is not None:
+        return model_path_listing(names, params)
+    prefix, delimiter = params.prefix, params.delimiter
+    chosen = _in_bounds(names, prefix, params)
     lower_bound = params.end_marker if params.reverse else params.marker
     entries: set[str] = set()
     for name in chosen:
@@ -72,6 +94,15 @@ def listing_cases(draw):
         end_marker=draw(near_name()),
         limit=draw(st.integers(0, 30)),
         reverse=draw(st.booleans()),
+        path=draw(
+            st.one_of(
+                st.none(),
+                st.just(""),
+                st.sampled_from(pool).map(lambda n: n[: n.rfind("/") + 1]),  # "" or "a/b/"
+                st.sampled_from(pool).map(lambda n: n.rstrip("/").rpartition("/")[0]),  # "a"
+                NAMES,
+            )
+        ),
     )
     return names, params
 
@@ -137,6 +168,8 @@ def test_listing_over_http_equals_the_model(objectd, case, more):
         for key in ("prefix", "delimiter", "marker", "end_marker"):
             if getattr(other, key):
                 query[key] = getattr(other, key)
+        if other.path is not None:  # an empty path is a parameter too: the top level
+            query["path"] = other.path
         got = objectd.request(
             "GET", path + "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
         )
@@ -272,3 +305,42 @@ def test_model_self_check_swift_examples():
     assert model_listing(names, ListingParams(delimiter="/", reverse=True)) == ["c", "b/", "a"]
     assert model_listing(names, ListingParams(delimiter="/", reverse=True, marker="b/")) == ["a"]
     assert model_listing(names, ListingParams(limit=2)) == ["a", "b/1"]
+
+
+def test_model_self_check_swift_path_examples():
+    """``path``: Swift's pseudo-directories, with directory markers (``p/d/``) listed in ``p``."""
+    names = {"p", "p/", "p/a", "p/d/", "p/d/x", "p/d0", "p/e/f/g", "q/z", "top"}
+    assert model_listing(names, ListingParams(path="p")) == ["p/a", "p/d/", "p/d0"]
+    assert model_listing(names, ListingParams(path="p//")) == ["p/a", "p/d/", "p/d0"]
+    assert model_listing(names, ListingParams(path="p", prefix="q", delimiter="-")) == [
+        "p/a",
+        "p/d/",
+        "p/d0",
+    ]
+    assert model_listing(names, ListingParams(path="p", reverse=True)) == ["p/d0", "p/d/", "p/a"]
+    assert model_listing(names, ListingParams(path="p", marker="p/a", limit=1)) == ["p/d/"]
+    assert model_listing(names, ListingParams(path="p/d")) == ["p/d/x"]
+    assert model_listing(names, ListingParams(path="")) == ["p", "p/", "top"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(listing_cases())
+def test_path_listing_holds_the_same_names_both_ways(case):
+    """A path listing and its reverse (no limit, no markers) hold the same names, over SQLite:
+    a reversed listing must not lose a directory marker that has children."""
+    names, params = case
+    connection = _container_db()
+    container_db.merge_objects(connection, [ObjectRow(n, ts(), 1, "t", "e", 0, 0) for n in names])
+    forward = ListingParams(path=params.path or "")
+    backward = dataclasses.replace(forward, reverse=True)
+    listed = _names_of(container_db.list_objects(connection, forward, 0))
+    assert _names_of(container_db.list_objects(connection, backward, 0)) == listed[::-1]
+
+
+def test_path_is_parsed_for_containers_only():
+    """Swift's container server honours ``path`` (an empty one too); its account server does
+    not, so ``from_query`` takes it only when asked."""
+    query = {"path": "", "prefix": "x"}
+    assert ListingParams.from_query(query, allow_path=True).path == ""
+    assert ListingParams.from_query(query).path is None
+    assert ListingParams.from_query({"prefix": "x"}, allow_path=True).path is None
