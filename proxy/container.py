@@ -151,6 +151,8 @@ async def _get_or_head(ctx: RequestContext) -> web.StreamResponse:
         params = check_listing_query(ctx.request, limits.CONTAINER_LISTING_LIMIT)
         query = {k: str(v) for k, v in params.items() if k != "reverse"}
         query["format"] = "json"
+        if "path" in ctx.request.query:  # Swift's pseudo-directory listing (objectd/listing.py)
+            query["path"] = ctx.request.query["path"]
         if params.get("reverse"):
             query["reverse"] = "true"
     part, nodes = cluster.container_ring.get_nodes(path.account, path.container)
