@@ -7,7 +7,10 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.compare_swift --shoal-auth-url http://127.0.0.1:8080/auth/v1.0
 
 Each system is measured on its own (Swift is stopped before Shoal starts, so idle daemons do not
-steal the 2 cores), with these workloads, every one bounded in time:
+steal the 2 cores), and like for like: Swift's all-in-one here runs its main servers only (proxy,
+account, container, object; ``swift-init main``), so ``shoal aio`` runs with ``--no-daemons``
+unless ``--shoal-daemons`` is given (the replicator's passes and the auditor's reads then compete
+with the load for the 2 cores). The workloads, every one bounded in time:
 
 - Debian ``wrk`` with ``benchmarks/wrk/put.lua`` / ``get.lua``: PUT and GET of 4 KiB objects
   (32 connections) and of 1 MiB objects (8 connections), each for ``--duration-s``, with a token
@@ -498,8 +501,9 @@ class ShoalAIO:
     tree whose command line mentions "proxy" (with its workers), else the whole aio tree.
     """
 
-    def __init__(self, data_dir: Path, port: int, workers: int) -> None:
+    def __init__(self, data_dir: Path, port: int, workers: int, daemons: bool = False) -> None:
         self.data_dir, self.port, self.workers = data_dir, port, workers
+        self.daemons = daemons
         self.process: subprocess.Popen | None = None
         self.auth_url = f"http://127.0.0.1:{port}/auth/v1.0"
 
@@ -510,6 +514,8 @@ class ShoalAIO:
             argv += ["--workers", str(self.workers)]
         else:
             progress("shoal aio has no --workers option: it runs its default worker count")
+        if not self.daemons:
+            argv.append("--no-daemons")  # like Swift's here: main servers only
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(f"{self.data_dir}.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -614,7 +620,7 @@ def run_shoal(args: argparse.Namespace, settings: Settings, workdir: Path, big_f
     if missing:
         return {}, missing
     port = args.shoal_port or free_ports(1)[0]
-    with ShoalAIO(workdir / "shoal", port, args.workers) as shoal:
+    with ShoalAIO(workdir / "shoal", port, args.workers, args.shoal_daemons) as shoal:
         return measure_system("shoal", shoal.endpoint(), settings, big_file), None
 
 
@@ -645,6 +651,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--list-objects", type=int, default=Settings.list_objects)
     add("--list-populate-api", action="store_true", help="fill Swift's listing by object PUTs")
     add("--start-shoal", action="store_true", help="run `shoal aio` here (skipped if absent)")
+    add(
+        "--shoal-daemons", action="store_true",
+        help="also run Shoal's replicator, auditor, ... (Swift's run only its main servers)",
+    )  # fmt: skip
     add("--shoal-port", type=int, default=0, help="port for the `shoal aio` started here")
     add("--shoal-auth-url", help="measure an already running Shoal instead")
     add("--shoal-user", default="test:tester")
@@ -678,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             figures |= measure_system("swift", endpoint, settings, big_file)
         shoal_figures, skipped = run_shoal(args, settings, workdir, big_file)
         figures |= shoal_figures
+        if shoal_figures and args.start_shoal and not args.shoal_daemons:
+            notes.append("main servers only on both sides")
         if skipped:
             notes.append(f"Shoal not measured: {skipped}")
             progress(notes[-1])
