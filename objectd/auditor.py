@@ -12,6 +12,9 @@ A bad object's whole directory moves to ``<device>/quarantined/objects[-N]/<hash
 place a reader quarantines to) and its suffix is marked stale, so the next replicator pass sees
 the suffix differ from its peers' and a peer pushes a good copy back. Each object is audited
 inside a failsafe: one unreadable object is counted and logged, the sweep goes on.
+
+Each pass first removes crash leftovers from every device's ``tmp``: files older than
+``tmp_reclaim_age_s`` (:mod:`objectd.tmp_reclaim` says why that age is safe while objectd runs).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from objectd.metadata import CorruptFile, choose_files, read_file
 from objectd.object_walk import ObjectLocation, take, walk_objects
 from objectd.rate_limit import RateLimiter
 from objectd.suffix_hashes import invalidate_suffix
+from objectd.tmp_reclaim import reclaim_devices
 from shoal.clock import Clock
 
 log = logging.getLogger("objectd.auditor")
@@ -50,6 +54,7 @@ class AuditReport:
     objects: int = 0
     bytes_read: int = 0
     quarantined: int = 0
+    tmp_reclaimed: int = 0  # stale temp files removed from <device>/tmp
     errors: int = 0
     duration_s: float = 0.0
 
@@ -74,6 +79,12 @@ class ObjectAuditor:
             self.io, self.layout, mount_check=self.config.mount_check, reserve=Reserve(),
             threads_per_device=1,
         )  # fmt: skip
+        reclaimed = await asyncio.to_thread(
+            reclaim_devices, self.config.devices, self.config.tmp_reclaim_age_s,
+            mount_check=self.config.mount_check,
+        )  # fmt: skip
+        report.tmp_reclaimed = reclaimed.removed
+        report.errors += reclaimed.errors
         walk = walk_objects(self.config.devices, mount_check=self.config.mount_check)
         try:
             while batch := await asyncio.to_thread(take, walk, WALK_BATCH):

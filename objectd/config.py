@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from objectd.tmp_reclaim import TMP_RECLAIM_AGE_S_DEFAULT
 from ring.ring import Ring
 from shoal.config import ConfigError, from_mapping, option, read_toml
 
@@ -142,6 +143,17 @@ class ObjectdConfig:
     shutdown_timeout_s: float = option(
         30.0, "how long requests in flight may finish after SIGTERM", check=lambda v: v >= 0
     )
+    tmp_reclaim_age_s: float = option(
+        TMP_RECLAIM_AGE_S_DEFAULT,
+        "files in <device>/tmp untouched this long are removed at start-up (left by a crash; a "
+        "live temp file is written at least every client_timeout_s, which must be shorter)",
+        check=lambda v: v > 0,
+    )
+    named_temp_files: bool = option(
+        False,
+        "write object bodies to named files in <device>/tmp even where O_TMPFILE works (tests "
+        "of that fallback, or a filesystem whose O_TMPFILE misbehaves)",
+    )
     fault_injection: str = option(
         "", "tests only: syscall faults, e.g. 'fsync@2=EIO,rename%0.1=ENOSPC' (objectd.diskio)"
     )
@@ -163,7 +175,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         if isinstance(data.get("objectd"), dict):
             data = data["objectd"]
     data.update(overrides or {})
-    return from_mapping(ObjectdConfig, data, where="objectd")
+    config = from_mapping(ObjectdConfig, data, where="objectd")
+    if config.tmp_reclaim_age_s <= config.client_timeout_s:
+        raise ConfigError(
+            f"objectd: tmp_reclaim_age_s ({config.tmp_reclaim_age_s}) must be longer than "
+            f"client_timeout_s ({config.client_timeout_s}): a PUT in flight could lose its "
+            "temp file"
+        )
+    return config
 
 
 def resolve_seed(config: ObjectdConfig) -> bytes:

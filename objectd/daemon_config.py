@@ -4,7 +4,7 @@ Public: :class:`DaemonConfig`, :func:`load_daemon_config`, :func:`daemon_seed`.
 
 One TOML file can configure objectd and its daemons: a daemon reads the options it shares with
 objectd (``devices``, ``ring_dir``, ``bind_ip``, ``bind_port``, ``mount_check``,
-``hash_path_seed``) from the ``[objectd]`` table, then its own table (``[replicator]``,
+``hash_path_seed``, ``tmp_reclaim_age_s``) from the ``[objectd]`` table, then its own table (``[replicator]``,
 ``[auditor]``, ...) on top. ``bind_ip``/``bind_port`` name the objectd whose devices the daemon
 works on: a ring device is local when its port is ``bind_port``, its ip is ``bind_ip`` (any ip
 when objectd binds a wildcard address) and its directory exists under ``devices``.
@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from objectd.tmp_reclaim import TMP_RECLAIM_AGE_S_DEFAULT
 from ring.ring import Ring
 from shoal.config import ConfigError, from_mapping, option, read_toml
 from shoal.units import MiB
@@ -27,6 +28,7 @@ SHARED_WITH_OBJECTD = (
     "bind_port",
     "mount_check",
     "hash_path_seed",
+    "tmp_reclaim_age_s",
 )
 
 
@@ -51,6 +53,12 @@ class DaemonConfig:
     )
     reclaim_age_s: float = option(
         7 * 86400.0, "tombstones older than this are removed (Swift's reclaim_age)", check=_positive
+    )
+    tmp_reclaim_age_s: float = option(
+        TMP_RECLAIM_AGE_S_DEFAULT,
+        "auditor: files in <device>/tmp untouched this long are removed each pass (crash "
+        "leftovers; objectd.tmp_reclaim says why a day is safe)",
+        check=_positive,
     )
     hashes_max_age_s: float = option(
         86400.0, "suffix hash caches older than this are rebuilt from a full walk", check=_positive

@@ -1,7 +1,7 @@
 """Writing objects durably: temp file → write → fsync → link into place → fsync directories.
 
 Public: :class:`ObjectWriter`, :func:`put_small`, :func:`write_marker`, :class:`TempFile`,
-:func:`link_into`.
+:func:`link_into`, :func:`use_named_temp_files`.
 
 All functions here block and run on the device's threads (``Devices.run``).
 
@@ -10,7 +10,8 @@ The durable write path, and why each step is there:
 1. **Temp file on the same device.** ``O_TMPFILE`` in ``<device>/tmp``: an unnamed inode that the
    kernel frees if we crash, so an interrupted PUT leaves *nothing* behind, not even a temp name.
    Filesystems without ``O_TMPFILE`` get a named ``<device>/tmp/<uuid>.tmp`` instead (removed on
-   abort; a crash can leave one there, never inside ``objects/``).
+   abort; a crash can leave one there, never inside ``objects/``, and ``objectd.tmp_reclaim``
+   removes it once it is older than ``tmp_reclaim_age_s``).
 2. **Space first.** ``fstatvfs`` against ``fallocate_reserve`` (507 when the write would break it),
    and ``fallocate`` for bodies larger than one hop, so ENOSPC comes before the data, not after.
 3. **Stream and hash.** Body buffers are written and MD5-hashed on the disk thread; the ETag and
@@ -48,6 +49,16 @@ from shoal.timestamp import Timestamp
 
 _NO_TMPFILE_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 
+_named_temp_files_only = False  # see use_named_temp_files
+
+
+def use_named_temp_files(enabled: bool) -> None:
+    """Write temp files under names in ``<device>/tmp`` even where O_TMPFILE works (the
+    ``named_temp_files`` option: tests of the fallback, or a filesystem whose O_TMPFILE
+    misbehaves). Process-wide; call before serving, so forked workers inherit it."""
+    global _named_temp_files_only  # one switch for the process, set at start-up
+    _named_temp_files_only = enabled
+
 
 class TempFile:
     """An open temp file on a device: unnamed (O_TMPFILE) or named in ``<device>/tmp``."""
@@ -58,7 +69,7 @@ class TempFile:
         self.devices = devices
         self.path: str | None = None
         tmp_dir = devices.layout.tmp_dir(device)
-        if device not in devices.no_tmpfile:
+        if not _named_temp_files_only and device not in devices.no_tmpfile:
             try:
                 self.fd = self._open_unnamed(tmp_dir)
                 return
