@@ -10,13 +10,23 @@ Layout in the caller's container::
     backups/<backup id>     the manifest (JSON), written last: a backup exists once it is whole
 
 Manifest: ``{"backup_id", "volume_id", "snapshot_id", "parent_id", "size_bytes", "chunk_bytes",
-"chunks": [sha256 hex | null…], "uploaded_chunks", "uploaded_bytes", "reused_chunks",
-"zero_chunks", "created_at"}``; ``null`` is an all-zero chunk, never stored (a restored volume
-starts zeroed: blockd's backends never show old data in a new volume).
+"chunks": [sha256 hex | null…], "changes_from", "read_chunks", "read_bytes", "unchanged_chunks",
+"uploaded_chunks", "uploaded_bytes", "reused_chunks", "zero_chunks", "created_at"}``; ``null`` is
+an all-zero chunk, never stored (a restored volume starts zeroed: blockd's backends never show old
+data in a new volume). ``read_*``: chunks read from the snapshot; ``unchanged_chunks``: taken from
+the parent's manifest without reading; ``uploaded_*``: sent; ``reused_chunks``: read but already
+stored (in the parent, earlier in this backup, or found by HEAD); ``zero_chunks``: nulls.
 
-Incremental: with a parent backup, a chunk whose hash is in the parent's manifest is not sent
-again (chunk hashing; the parent's chunks are in the container). Without one, each chunk is
-looked up with a HEAD before it is sent, which deduplicates across volumes.
+Incremental, with a parent backup (``changes_from`` says which way was used):
+
+- ``"thin_delta"``: the parent's snapshot still exists and the backend can list the blocks that
+  differ between it and this snapshot (lvm-thin: :meth:`LvmThinBackend.changed_ranges`). Only the
+  chunks covering those blocks are read and hashed; every other chunk is the parent's entry.
+- ``"chunk_hashes"`` (the parent's snapshot is gone, or reflink, or thin_delta failed): every chunk
+  is read and hashed; a hash in the parent's manifest is not sent again.
+
+Without a parent (``"none"``), each chunk is looked up with a HEAD before it is sent, which
+deduplicates across volumes.
 
 The snapshot is read through a temporary volume made from it (O(1) on both backends, and the
 same path for lvm-thin and reflink), deleted afterwards. Credentials are the caller's: a storage
@@ -157,8 +167,17 @@ async def backup_snapshot(
         reader_id, math.ceil(snapshot.size_bytes / GiB), snapshot_id=snapshot_id
     )
     try:
+        unchanged: dict[int, str | None] = {}
+        changes_from = "none"
+        if parent is not None:
+            changes_from = "chunk_hashes"
+            found = await _unchanged_chunks(service, parent, snapshot)
+            if found is not None:
+                changes_from, unchanged = "thin_delta", found
         device = await service.device_path(reader)
-        chunks, stats = await _send_chunks(store, device, snapshot.size_bytes, known, task)
+        chunks, stats = await _send_chunks(
+            store, device, snapshot.size_bytes, known, unchanged, task
+        )
     finally:
         await service.delete_volume(reader_id)
     manifest = {
@@ -169,6 +188,7 @@ async def backup_snapshot(
         "size_bytes": snapshot.size_bytes,
         "chunk_bytes": CHUNK_BYTES,
         "chunks": chunks,
+        "changes_from": changes_from,
         **stats,
         "created_at": time.time(),
     }
@@ -176,11 +196,43 @@ async def backup_snapshot(
     return manifest
 
 
+def changed_chunk_indexes(ranges: list[tuple[int, int]]) -> set[int]:
+    """The indexes of the CHUNK_BYTES chunks that byte ranges ``(offset, length)`` touch."""
+    touched: set[int] = set()
+    for offset, length in ranges:
+        if length > 0:
+            touched.update(range(offset // CHUNK_BYTES, (offset + length - 1) // CHUNK_BYTES + 1))
+    return touched
+
+
+async def _unchanged_chunks(service: BlockService, parent: dict, snapshot) -> dict | None:
+    """Chunk index -> the parent's entry, for the chunks the backend says did not change since
+    the parent's snapshot; None when it cannot say (then every chunk is read and hashed)."""
+    try:
+        old = await service.get_snapshot(parent["snapshot_id"])
+    except NotFound:
+        return None
+    ranges = await service.backend.changed_ranges(old, snapshot)
+    if ranges is None:
+        return None
+    changed = changed_chunk_indexes(ranges)
+    parent_chunks = parent["chunks"]
+    # whole chunks in both only: a short last chunk of the parent may have grown with the volume
+    count = min(old.size_bytes, snapshot.size_bytes) // CHUNK_BYTES
+    return {i: parent_chunks[i] for i in range(min(count, len(parent_chunks))) if i not in changed}
+
+
 async def _send_chunks(
-    store: ObjectStore, device: str, size_bytes: int, known: set[str], task: Task
+    store: ObjectStore,
+    device: str,
+    size_bytes: int,
+    known: set[str],
+    unchanged: dict[int, str | None],
+    task: Task,
 ) -> tuple[list[str | None], dict]:
     chunks: list[str | None] = []
-    stats = {"uploaded_chunks": 0, "uploaded_bytes": 0, "reused_chunks": 0, "zero_chunks": 0}
+    stats = {"read_chunks": 0, "read_bytes": 0, "unchanged_chunks": 0, "uploaded_chunks": 0,
+             "uploaded_bytes": 0, "reused_chunks": 0, "zero_chunks": 0}  # fmt: skip
     slots = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
     sending: set[asyncio.Task] = set()
     errors: list[Exception] = []
@@ -200,11 +252,19 @@ async def _send_chunks(
 
     fd = await asyncio.to_thread(os.open, device, os.O_RDONLY)
     try:
-        for offset in range(0, size_bytes, CHUNK_BYTES):
+        for index, offset in enumerate(range(0, size_bytes, CHUNK_BYTES)):
             if errors:
                 raise errors[0]
             length = min(CHUNK_BYTES, size_bytes - offset)
+            if index in unchanged:  # the backend says it is the parent's: not read
+                chunks.append(unchanged[index])
+                stats["unchanged_chunks"] += 1
+                stats["zero_chunks"] += unchanged[index] is None
+                task.done_bytes = offset + length
+                continue
             data = await asyncio.to_thread(os.pread, fd, length, offset)
+            stats["read_chunks"] += 1
+            stats["read_bytes"] += len(data)
             digest = await asyncio.to_thread(_digest, data)
             chunks.append(digest)
             if digest is None:

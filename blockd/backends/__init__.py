@@ -45,6 +45,9 @@ class VolumeBackend(Protocol):
     async def get_snapshot(self, snapshot_id: str) -> Snapshot: ...
     async def create_snapshot(self, snapshot_id: str, volume: Volume) -> Snapshot: ...
     async def delete_snapshot(self, snapshot: Snapshot) -> None: ...
+    async def changed_ranges(self, old: Snapshot, new: Snapshot) -> list[tuple[int, int]] | None:
+        """Byte ranges ``(offset, length)`` outside which ``new`` equals ``old``, or None when
+        the backend cannot tell cheaply (lvm-thin: thin_delta; reflink: None)."""
 
     async def device_path(self, volume: Volume) -> str:
         """The block device or file a target exports (activated if needed)."""

@@ -1,6 +1,6 @@
 """The lvm-thin backend (production): thin LVs in one pool; snapshots and clones are thin snapshots.
 
-Public: :class:`LvmThinBackend`, :func:`parse_lvs`.
+Public: :class:`LvmThinBackend`, :func:`parse_lvs`, :func:`parse_thin_delta`.
 
 Command lines follow Cinder's LVM driver (``lvcreate -T -V``, ``lvcreate --snapshot`` with no size,
 ``lvchange -a y -K``, ``lvextend -L``), so a node can be inspected with the same habits. What blockd
@@ -12,12 +12,27 @@ volume keeps its snapshots.
 Revert (which Cinder's LVM driver cannot do on thin LVs): a thin snapshot of the snapshot is made
 under ``volume-<uuid>.revert``, the volume LV is removed and the new one renamed into its place.
 A crash between those two steps is repaired at start (the ``.revert`` LV is renamed).
+
+Changed blocks between two snapshots (for incremental backups): ``thin_delta`` (from
+thin-provisioning-tools) compares the two thin devices' block mappings in the pool's metadata. It
+reads a metadata snapshot, so the live pool is untouched: ``dmsetup message <pool>-tpool 0
+reserve_metadata_snap``, ``thin_delta --metadata-snap --snap1 <thin id> --snap2 <thin id>
+<pool>_tmeta``, ``release_metadata_snap``. A pool has one metadata snapshot at a time, so the
+three steps hold a lock; a snapshot left reserved by a crash is released and reserved again.
+Blocks that map to the same data block in both are equal (copy-on-write shares them); any other
+block (remapped, only in one, discarded) is reported as changed. Measured with
+thin-provisioning-tools 0.9.0 (Debian 12): ``begin``/``length`` count pool data blocks of
+``data_block_size`` sectors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import shutil
+import xml.etree.ElementTree as ET
 
 from blockd.commands import CommandFailed, Runner
 from blockd.errors import ConfigurationError, Conflict, InsufficientCapacity, NotFound
@@ -41,6 +56,9 @@ TAG_CHAP_USER = "shoal_chapu."
 TAG_CHAP_PASSWORD = "shoal_chapp."
 REVERT_SUFFIX = ".revert"
 POOL_SHARE_OF_VG = "95%FREE"  # Cinder's LVM driver also leaves 5% for pool metadata growth
+TOOLS_PATH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"  # thin_delta lives in /usr/sbin
+SECTOR_BYTES = 512  # thin_delta's data_block_size is in sectors
+CHANGED_KINDS = ("different", "left_only", "right_only")  # thin_delta's elements for a change
 
 
 def parse_lvs(stdout: str) -> list[dict]:
@@ -66,6 +84,7 @@ class LvmThinBackend:
         self.vg = vg
         self.pool = pool
         self.max_over_subscription_ratio = max_over_subscription_ratio
+        self._metadata_snap = asyncio.Lock()  # the pool has one metadata snapshot at a time
 
     def _lv(self, name: str) -> str:
         return f"{self.vg}/{name}"
@@ -268,3 +287,64 @@ class LvmThinBackend:
             "lvchange", "--addtag", TAG_CHAP_USER + username,
             "--addtag", TAG_CHAP_PASSWORD + password, self._lv(volume.name),
         )  # fmt: skip
+
+    # --- changed blocks -----------------------------------------------------------------------
+    async def changed_ranges(self, old: Snapshot, new: Snapshot) -> list[tuple[int, int]] | None:
+        """Byte ranges ``(offset, length)`` where ``new`` may differ from ``old``, from
+        ``thin_delta``; None when it cannot tell (no thin_delta, a snapshot gone, a failure):
+        the caller then compares content instead."""
+        thin_delta = shutil.which("thin_delta", path=TOOLS_PATH)
+        if thin_delta is None:
+            return None
+        result = await self.runner.run(
+            "lvs", "-a", *REPORT, "-o", "lv_name,thin_id,lv_dm_path", self.vg, check=False
+        )
+        if result.returncode != 0:
+            return None
+        rows = {row["lv_name"]: row for row in parse_lvs(result.stdout)}
+        old_row, new_row = rows.get(old.name), rows.get(new.name)
+        pool, tmeta = rows.get(self.pool), rows.get(f"[{self.pool}_tmeta]")
+        if not (old_row and new_row and pool and tmeta):
+            return None
+        if not (old_row.get("thin_id") and new_row.get("thin_id")):
+            return None
+        tpool = pool["lv_dm_path"].removeprefix("/dev/mapper/") + "-tpool"
+        try:
+            async with self._metadata_snap:
+                await self._reserve_metadata_snap(tpool)
+                try:
+                    delta = await self.runner.run(
+                        thin_delta, "--metadata-snap", "--snap1", old_row["thin_id"],
+                        "--snap2", new_row["thin_id"], tmeta["lv_dm_path"],
+                    )  # fmt: skip
+                finally:
+                    await self.runner.run(
+                        "dmsetup", "message", tpool, "0", "release_metadata_snap", check=False
+                    )
+            return parse_thin_delta(delta.stdout)
+        except (CommandFailed, OSError, ValueError, KeyError, ET.ParseError) as exc:
+            log.warning("thin_delta %s -> %s failed, comparing content instead: %s",
+                        old.name, new.name, exc)  # fmt: skip
+            return None
+
+    async def _reserve_metadata_snap(self, tpool: str) -> None:
+        reserve = ("dmsetup", "message", tpool, "0", "reserve_metadata_snap")
+        if (await self.runner.run(*reserve, check=False)).returncode == 0:
+            return
+        log.warning("releasing a metadata snapshot of %s left by an interrupted backup", tpool)
+        await self.runner.run(
+            "dmsetup", "message", tpool, "0", "release_metadata_snap", check=False
+        )
+        await self.runner.run(*reserve)
+
+
+def parse_thin_delta(stdout: str) -> list[tuple[int, int]]:
+    """The changed byte ranges in ``thin_delta``'s XML (see the module docstring for units)."""
+    root = ET.fromstring(stdout)
+    block_bytes = int(root.attrib["data_block_size"]) * SECTOR_BYTES
+    ranges = []
+    for element in root.iter():
+        if element.tag in CHANGED_KINDS:
+            begin, length = int(element.attrib["begin"]), int(element.attrib["length"])
+            ranges.append((begin * block_bytes, length * block_bytes))
+    return ranges

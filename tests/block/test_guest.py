@@ -55,6 +55,7 @@ def test_lvm_thin_and_lio_pass_inside_the_guest(guest_dir, tmp_path):
     result = subprocess.run(
         [str(GUEST_SCRIPTS / "run-in-guest.sh"), str(GUEST_SCRIPTS / "guest-pytest.sh"),
          "-q", "-rA", "tests/block/guest/test_in_guest_lvm_lio.py",
+         "tests/block/guest/test_in_guest_backup.py",
          "--junitxml=/mnt/host/junit.xml"],
         capture_output=True, text=True, env=env, timeout=GUEST_TIMEOUT_S + 60,
     )  # fmt: skip
@@ -63,4 +64,4 @@ def test_lvm_thin_and_lio_pass_inside_the_guest(guest_dir, tmp_path):
     suite = ET.parse(tmp_path / "share" / "junit.xml").getroot().find("testsuite")
     assert suite is not None
     ran = int(suite.get("tests", 0)) - int(suite.get("skipped", 0))
-    assert ran >= 7 and int(suite.get("failures", 0)) == int(suite.get("errors", 0)) == 0, output
+    assert ran >= 8 and int(suite.get("failures", 0)) == int(suite.get("errors", 0)) == 0, output

@@ -108,6 +108,7 @@ def test_full_and_incremental_backup_then_restore_over_iscsi(node, backup_api, s
     assert task["progress"] == 1.0 and task["done_bytes"] == task["total_bytes"] == GiB
     full = manifest(swift, store, first["id"])
     assert full["uploaded_chunks"] == 3 and full["zero_chunks"] == GiB // CHUNK_BYTES - 3
+    assert full["changes_from"] == "none" and full["read_chunks"] == GiB // CHUNK_BYTES
     assert full["chunks"][0] == hashlib.sha256(chunks[0]).hexdigest()
     assert full["chunks"][2] is None
     _, objects = swift.get_container(store["container"])
@@ -124,6 +125,9 @@ def test_full_and_incremental_backup_then_restore_over_iscsi(node, backup_api, s
     assert incremental["uploaded_chunks"] == 1  # only the changed chunk was sent
     assert incremental["uploaded_bytes"] == CHUNK_BYTES
     assert incremental["parent_id"] == first["id"]
+    # reflink cannot list changed blocks: every chunk was read and compared by its hash
+    assert incremental["changes_from"] == "chunk_hashes" and incremental["unchanged_chunks"] == 0
+    assert incremental["read_chunks"] == GiB // CHUNK_BYTES
 
     for backup_id, expected in ((second["id"], changed), (first["id"], chunks[1])):
         body = {"object_store": store, "size_gib": 2}

@@ -13,13 +13,23 @@ import json
 import os
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import DEV_TOKEN, BlockdClient, BlockdProcess
+from tests.block.guest.support import (
+    CLEAR_LIO,
+    DEVICE_WAIT_S,
+    VG,
+    Iscsiadm,
+    guest_node,
+    own_initiator,
+    read,
+    sh,
+    write,
+)
+from tests.block.support import BlockdClient
 
 DISKS = os.environ.get("TEST_DISKS", "").split()
 pytestmark = [
@@ -30,155 +40,14 @@ pytestmark = [
     ),
 ]
 
-VG = "shoal-volumes"
-PORTAL = "127.0.0.1:3260"
-MODULES = ("dm_thin_pool", "target_core_mod", "target_core_iblock", "iscsi_target_mod",
-           "iscsi_tcp", "sd_mod")  # fmt: skip
 OTHER_INITIATOR = "iqn.2024-01.org.example:not-exported"
 DATA_BYTES = 4 * MiB
-LOGIN_TIMEOUT_S = 90  # a login takes ~1-3 s in UML; generous for a loaded host
-DEVICE_WAIT_S = 60.0  # by-path links appear ~2 s after login under UML; x30 for a loaded host
-CLEAR_LIO = "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)"
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=120)
-
-
-def own_initiator() -> str:
-    text = Path("/etc/iscsi/initiatorname.iscsi").read_text()
-    return next(line.split("=", 1)[1].strip() for line in text.splitlines()
-                if line.startswith("InitiatorName="))  # fmt: skip
-
-
-class Iscsiadm:
-    """open-iscsi's kernel initiator, configured per node record; ``iface`` picks the IQN."""
-
-    def __init__(self, iface: str = "default"):
-        self.iface = iface
-
-    def _node(self, export: dict) -> list[str]:
-        target = export["target_iqn"]
-        return ["iscsiadm", "-m", "node", "-T", target, "-p", PORTAL, "-I", self.iface]
-
-    def login(self, export: dict, password: str | None = None, **extra: str) -> None:
-        node = self._node(export)
-        sh(*node, "-o", "new")
-        settings = {
-            "node.session.auth.authmethod": "CHAP",
-            "node.session.auth.username": export["auth_username"],
-            "node.session.auth.password": password or export["auth_password"],
-            **{name.replace("__", "."): value for name, value in extra.items()},
-        }
-        for name, value in settings.items():
-            sh(*node, "-o", "update", "-n", name, "-v", value)
-        result = subprocess.run([*node, "--login"], capture_output=True, text=True,
-                                timeout=LOGIN_TIMEOUT_S)  # fmt: skip
-        if result.returncode != 0:
-            sh(*node, "-o", "delete", check=False)
-            acls = Path("/sys/kernel/config/target/iscsi", export["target_iqn"], "tpgt_1", "acls")
-            seen = {p.name: (p / "auth" / "userid").read_text().strip() for p in acls.glob("*")}
-            raise PermissionError(
-                f"login refused (as {export['auth_username']}; LIO ACLs {seen}): "
-                f"{result.stderr.strip()[-300:]}"
-            )
-
-    def logout(self, export: dict) -> None:
-        sh(*self._node(export), "--logout", check=False)
-        sh(*self._node(export), "-o", "delete", check=False)
-
-    @staticmethod
-    def device(export: dict) -> str:
-        link = Path(f"/dev/disk/by-path/ip-{PORTAL}-iscsi-{export['target_iqn']}-lun-"
-                    f"{export['target_lun']}")  # fmt: skip
-        deadline = time.monotonic() + DEVICE_WAIT_S
-        while not link.exists():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{link} did not appear")
-            sh("udevadm", "settle", "-t", "5", check=False)
-            time.sleep(0.2)
-        return os.path.realpath(link)
-
-    @staticmethod
-    def rescan(export: dict) -> None:
-        sh("iscsiadm", "-m", "node", "-T", export["target_iqn"], "-p", PORTAL, "--rescan")
-
-
-def write(device: str, data: bytes, offset: int = 0) -> None:
-    fd = os.open(device, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read(device: str, length: int, offset: int = 0) -> bytes:
-    """O_DIRECT read (dd): what the target returns, not the initiator's page cache."""
-    out = subprocess.run(
-        ["dd", f"if={device}", "bs=1M", f"count={length // MiB}", f"skip={offset // MiB}",
-         "iflag=direct", "status=none"],
-        capture_output=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
-    return out
-
-
-class GuestNode:
-    def __init__(self, workdir: Path):
-        self.config = {
-            "auth_mode": "dev",
-            "dev_token": DEV_TOKEN,
-            "backend": "lvm-thin",
-            "lvm_vg": VG,
-            "target": "lio",
-            "target_portals": [PORTAL],
-            "lio_save_file": str(workdir / "saveconfig.json"),
-            "log_level": os.environ.get("BLOCKD_LOG_LEVEL", "INFO"),
-        }
-        self.blockd = BlockdProcess(workdir, self.config)
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-        self.iscsi = Iscsiadm()
-
-    def restart_blockd(self) -> None:
-        self.blockd.stop()
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-
-    def create_volume(self, size_gib: int = 1, **extra) -> dict:
-        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
-        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
-
-    def export(self, volume_id: str, initiator: str | None = None) -> dict:
-        path = f"/v1/volumes/{volume_id}/exports/{initiator or own_initiator()}"
-        return self.api.ok("PUT", path)["export"]
-
-    def attach(self, volume_id: str) -> tuple[dict, str]:
-        export = self.export(volume_id)
-        self.iscsi.login(export)
-        return export, self.iscsi.device(export)
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    for module in MODULES:
-        sh("modprobe", module)
-    sh("pvcreate", "-qy", DISKS[0])
-    sh("vgcreate", "-q", VG, DISKS[0])  # the pool is blockd's to create (as Cinder's driver does)
-    sh("iscsid", check=False)  # a second run in one boot finds it running
-    guest = None
-    try:
-        guest = GuestNode(tmp_path_factory.mktemp("blockd-guest"))
+    with guest_node(tmp_path_factory.mktemp("blockd-guest"), DISKS[0]) as guest:
         yield guest
-    finally:
-        sh("iscsiadm", "-m", "node", "--logoutall=all", check=False)
-        sh("iscsiadm", "-m", "node", "-o", "delete", check=False)
-        if guest is not None:
-            guest.blockd.stop()
-            print(guest.blockd.log_tail(400))
-        sh("python3", "-c", CLEAR_LIO, check=False)
-        sh("vgremove", "-qffy", VG, check=False)
-        sh("pvremove", "-qffy", DISKS[0], check=False)
 
 
 def test_blockd_made_the_thin_pool_and_reports_it(node):
