@@ -3,9 +3,11 @@
 Goal: test the production path in CI on machines whose kernel has no device-mapper or configfs.
 Method: build the guest image once (debootstrap, cached outside the tree by a hash of its
 definition: ~1-6 min on a miss, 0 s on a hit), boot it under UML with the project tree shared
-read-only, run ``guest/test_in_guest_lvm_lio.py`` with pytest inside, and require that its tests
-ran and passed (a JUnit report is read back, so "all skipped" cannot pass).
-Measured on the 2-core CI machine kind: 84-138 s with the image cached (load 4-9 from other work);
+read-only, run ``guest/test_in_guest_lvm_lio.py`` and ``guest/test_in_guest_backup.py`` (backups
+to a ``shoal aio`` started in the guest, incrementals by thin_delta) with pytest inside, and
+require that their tests ran and passed (a JUnit report is read back, so "all skipped" cannot pass).
+Measured on the 2-core CI machine kind: 84-138 s with the image cached (load 4-9 from other work)
+before the backup module; 209 s with it (load ~10);
 a build from nothing (no .deb cache) took 122 s more (debootstrap 43, apt 43, pip 17, image 19).
 """
 
