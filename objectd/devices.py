@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from objectd.cached_io import cached_reads_for
 from objectd.config import Reserve
 from objectd.diskio import DiskIO
 from objectd.errors import DeviceUnavailable, DiskFull
@@ -50,6 +51,7 @@ class Devices:
         threads_per_device: int,
     ):
         self.io = io
+        self.cached_reads = cached_reads_for(io)  # None: every read goes to the disk threads
         self.layout = layout
         self.mount_check = mount_check
         self.reserve = reserve
@@ -65,6 +67,10 @@ class Devices:
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=False)
         self._scanner.shutdown(wait=True)
+
+    def in_use(self, device: str) -> bool:
+        """Whether ``device`` was found and its threads exist (:meth:`submit` works for it)."""
+        return device in self._pools
 
     # --- running work on a device's threads ---------------------------------------------------
     async def run(self, device: str, function: Callable[..., T], *args: Any) -> T:

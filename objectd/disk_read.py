@@ -1,9 +1,12 @@
 """Reading an object from disk: find its files, read metadata (and small bodies), verify, and
 quarantine what is corrupt.
 
-Public: :class:`ObjectState`, :func:`read_state`, :func:`md5_of_range`, :func:`quarantine`.
+Public: :class:`ObjectState`, :func:`read_state`, :func:`read_state_cached`,
+:func:`md5_of_range`, :func:`quarantine`.
 
-All functions here block and run on the device's threads (``Devices.run``).
+All functions here block and run on the device's threads (``Devices.run``), except
+:func:`read_state_cached`, which never waits for the disk (:mod:`objectd.cached_io`) and runs on
+the event loop.
 
 A read lists the hash directory once, chooses the files that decide the object's state
 (:func:`objectd.metadata.choose_files`), opens the ``.data`` and reads its trailer; a file of at
@@ -22,7 +25,9 @@ import logging
 import os
 import uuid
 
+from objectd.cached_io import CachedReads, WouldBlock
 from objectd.devices import Devices
+from objectd.diskio import DiskIO
 from objectd.errors import DeviceUnavailable
 from objectd.layout import data_dir_name
 from objectd.limits import SMALL_BODY_BYTES_MAX, VERIFY_READ_BYTES
@@ -103,7 +108,7 @@ def read_state(
         if state.files.data is None:
             return state
         try:
-            _read_data(devices, state, allowed, keep_open=keep_open, read_whole=read_whole)
+            _read_data(devices.io, state, allowed, keep_open=keep_open, read_whole=read_whole)
         except CorruptFile as exc:
             state.close()
             log.error("quarantining %s: %s", hash_dir, exc)
@@ -116,15 +121,52 @@ def read_state(
     raise OSError(f"{hash_dir} keeps changing under the reader")
 
 
-def _read_data(
+def read_state_cached(
     devices: Devices,
+    reads: CachedReads,
+    device: str,
+    hash_dir: str,
+    allowed: frozenset[str],
+    *,
+    keep_open: bool = False,
+    read_whole: bool = False,
+) -> ObjectState | None:
+    """:func:`read_state` from the kernel's caches alone, to run on the event loop.
+
+    Returns None when that would wait for the disk, or when the files need the threaded path's
+    care (a corrupt file to quarantine, a file replaced during the read): the caller then runs
+    :func:`read_state` on the device's threads.
+
+    Raises:
+        DeviceUnavailable: the device is missing or unmounted.
+    """
+    devices.check(device)  # stat of the device root and its parent: always cached when in use
+    try:
+        try:
+            names = reads.listdir(hash_dir)
+        except FileNotFoundError:  # a cached negative entry: no such object
+            names = []
+        state = ObjectState(hash_dir, choose_files(names))
+        if state.files.data is None:
+            return state
+        try:
+            _read_data(reads, state, allowed, keep_open=keep_open, read_whole=read_whole)
+        except BaseException:
+            state.close()
+            raise
+    except (WouldBlock, CorruptFile, OSError):
+        return None
+    return state
+
+
+def _read_data(
+    io: DiskIO | CachedReads,
     state: ObjectState,
     allowed: frozenset[str],
     *,
     keep_open: bool,
     read_whole: bool,
 ) -> None:
-    io = devices.io
     assert state.files.data is not None
     fd = io.open(os.path.join(state.hash_dir, state.files.data), os.O_RDONLY)
     try:
@@ -139,7 +181,7 @@ def _read_data(
         os.close(fd)
     else:
         state.fd = fd
-    meta = _read_meta(devices, state) if state.files.meta else None
+    meta = _read_meta(io, state) if state.files.meta else None
     state.data_metadata = data.metadata
     state.metadata = merge_meta(data.metadata, meta, allowed)
     state.body_bytes = data.body_bytes
@@ -159,8 +201,7 @@ def _check_data(data: ObjectFile) -> None:
         raise CorruptFile("MD5 of the body does not match its ETag")
 
 
-def _read_meta(devices: Devices, state: ObjectState) -> dict[str, str] | None:
-    io = devices.io
+def _read_meta(io: DiskIO | CachedReads, state: ObjectState) -> dict[str, str] | None:
     assert state.files.meta is not None
     try:
         fd = io.open(os.path.join(state.hash_dir, state.files.meta), os.O_RDONLY)

@@ -2,8 +2,10 @@
 
 Public: :class:`ObjectReader`.
 
-One thread hop opens the object: it lists the hash directory, reads the trailer and, for a small
-file, the whole body (MD5-checked before a byte is sent). Then, on the loop, expiry
+Opening the object lists the hash directory, reads the trailer and, for a small file, the whole
+body (MD5-checked before a byte is sent): on the event loop when all of it is in the kernel's
+caches (:mod:`objectd.cached_io`; no thread hop, which costs more than the reads), else in one
+hop to the device's threads. Then, on the loop, expiry
 (``X-Delete-At``), the conditional headers and ``Range`` are applied as Swift does.
 
 Bodies of larger objects go out with ``sendfile`` (:mod:`objectd.sendfile`). A whole-object GET is
@@ -26,7 +28,13 @@ from objectd.backend_headers import is_replication, policy_index_of
 from objectd.backend_path import BackendPath
 from objectd.conditions import conditional_status, range_applies
 from objectd.devices import Devices
-from objectd.disk_read import ObjectState, md5_of_range, quarantine, read_state
+from objectd.disk_read import (
+    ObjectState,
+    md5_of_range,
+    quarantine,
+    read_state,
+    read_state_cached,
+)
 from objectd.errors import NotFound, PreconditionFailed
 from objectd.layout import Layout
 from objectd.limits import WITHHELD_TAIL_BYTES
@@ -66,16 +74,18 @@ class ObjectReader:
         policy = policy_index_of(request.headers)
         name_hash = self.layout.hash_of(path.account, path.container, path.obj)
         hash_dir = self.layout.object_dir(path.device, path.partition, policy, name_hash)
-        state = await self.devices.run(
-            path.device,
-            _open,
-            self.devices,
-            path.device,
-            policy,
-            hash_dir,
-            self.allowed,
-            not head,
-        )
+        state = None
+        reads = self.devices.cached_reads
+        if reads is not None and reads.enabled and self.devices.in_use(path.device):
+            state = read_state_cached(
+                self.devices, reads, path.device, hash_dir, self.allowed,
+                keep_open=not head, read_whole=not head,
+            )  # fmt: skip
+        if state is None:
+            state = await self.devices.run(
+                path.device, _open, self.devices, path.device, policy, hash_dir, self.allowed,
+                not head,
+            )  # fmt: skip
         try:
             return await self._respond(request, path, policy, state, head)
         finally:

@@ -1,0 +1,146 @@
+"""Reads on the event loop from the kernel's caches (objectd.cached_io) and their fallback.
+
+Method: real files on the test's filesystem. "Not cached" is made for real: a file's pages are
+dropped with fsync + POSIX_FADV_DONTNEED, and a name that was never looked up has no dentry.
+Over HTTP, a real objectd serves objects whose pages were dropped (the threaded path) and the
+same objects once cached (the event-loop path): the bytes must be the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from objectd_harness import hash_dir_of
+from objectd_helpers import md5, object_put_headers, ts
+
+from objectd.cached_io import CachedReads, WouldBlock, cached_reads_for
+from objectd.config import Reserve
+from objectd.devices import Devices
+from objectd.disk_read import read_state_cached
+from objectd.diskio import DiskIO
+
+SMALL = os.urandom(10_000)  # read whole by a GET
+LARGE = os.urandom(3 * 1024 * 1024 + 17)  # sent with sendfile by a GET
+
+
+def _drop_pages(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def reads() -> CachedReads:
+    found = cached_reads_for(DiskIO())
+    if found is None:
+        pytest.skip("this kernel has no openat2 RESOLVE_CACHED or RWF_NOWAIT")
+    return found
+
+
+def test_cached_bytes_are_read_and_dropped_pages_are_refused(reads, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(SMALL)
+    fd = reads.open(str(path), os.O_RDONLY)
+    try:
+        assert reads.pread(fd, len(SMALL), 0) == SMALL
+        with pytest.raises(WouldBlock):  # more than the file has: short read, let threads decide
+            reads.pread(fd, len(SMALL) + 1, 0)
+        _drop_pages(path)
+        with pytest.raises(WouldBlock):
+            reads.pread(fd, len(SMALL), 0)
+        assert os.pread(fd, len(SMALL), 0) == SMALL  # a blocking read brings the pages back
+        assert reads.pread(fd, len(SMALL), 0) == SMALL
+    finally:
+        os.close(fd)
+
+
+def test_a_name_never_looked_up_is_refused_then_missing(reads, tmp_path):
+    absent = str(tmp_path / "never-looked-up")
+    with pytest.raises(WouldBlock):
+        reads.listdir(absent)
+    assert not os.path.exists(absent)  # the blocking lookup leaves a negative dentry
+    with pytest.raises(FileNotFoundError):
+        reads.listdir(absent)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.data").write_bytes(b"")
+    assert reads.listdir(str(tmp_path / "d")) == ["x.data"]
+
+
+def test_a_fault_plan_turns_cached_reads_off():
+    assert cached_reads_for(DiskIO("open@1=EIO")) is None
+
+
+@pytest.fixture
+def stored(fresh_objectd):
+    """A small and a large object in a fresh objectd, with their hash directories."""
+    stamp = ts()
+    dirs = {}
+    for name, body in (("small", SMALL), ("large", LARGE)):
+        path = f"/sda/7/AUTH_c/box/{name}"
+        response = fresh_objectd.request("PUT", path, data=body, headers=object_put_headers(stamp))
+        assert response.status_code == 201
+        dirs[name] = hash_dir_of(fresh_objectd, "sda", 7, "AUTH_c", "box", name)
+    return fresh_objectd, dirs
+
+
+def _devices(process) -> Devices:
+    return Devices(
+        DiskIO(), process.layout, mount_check=False, reserve=Reserve.parse("0"),
+        threads_per_device=1,
+    )  # fmt: skip
+
+
+def test_read_state_cached_reads_a_cached_object_and_gives_way_otherwise(reads, stored):
+    process, dirs = stored
+    devices = _devices(process)
+    small_dir = str(dirs["small"])
+    os.listdir(small_dir)  # the path is in the dentry cache from here on
+    state = read_state_cached(
+        devices, reads, "sda", small_dir, frozenset(), keep_open=True, read_whole=True
+    )
+    assert state is not None and state.body == SMALL and state.metadata["ETag"] == md5(SMALL)
+    (data_file,) = dirs["small"].glob("*.data")
+    _drop_pages(data_file)
+    assert read_state_cached(devices, reads, "sda", small_dir, frozenset(), read_whole=True) is None
+
+    data_file.read_bytes()  # the pages are cached again
+    _flip_first_byte(data_file)
+    assert read_state_cached(devices, reads, "sda", small_dir, frozenset(), read_whole=True) is None
+    assert data_file.exists(), "quarantine is the threaded path's job, not the event loop's"
+
+
+def _flip_first_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+
+
+def test_gets_serve_the_same_bytes_from_disk_and_from_cache(stored):
+    process, dirs = stored
+    for name, body in (("small", SMALL), ("large", LARGE)):
+        (data_file,) = dirs[name].glob("*.data")
+        _drop_pages(data_file)
+        path = f"/sda/7/AUTH_c/box/{name}"
+        for _attempt in ("dropped pages", "cached"):
+            response = process.request("GET", path)
+            assert response.status_code == 200
+            assert response.content == body
+            assert response.headers["ETag"] == md5(body)
+        head = process.request("HEAD", path)
+        assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(body)
+
+
+def test_a_corrupt_cached_small_object_is_still_quarantined(stored):
+    process, dirs = stored
+    (data_file,) = dirs["small"].glob("*.data")
+    assert process.request("GET", "/sda/7/AUTH_c/box/small").status_code == 200  # now cached
+    _flip_first_byte(data_file)
+    assert process.request("GET", "/sda/7/AUTH_c/box/small").status_code == 404
+    assert not data_file.exists()
+    assert list((process.devices / "sda" / "quarantined").rglob("*.data"))
