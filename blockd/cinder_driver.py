@@ -31,8 +31,9 @@ same UUID (``provider_id`` keeps the blockd id, so a managed volume keeps its ow
 likewise. ``create_export`` exports the volume to the connector's initiator (blockd generates the
 CHAP pair once per volume and keeps it) and saves Cinder's usual ``provider_location`` /
 ``provider_auth`` strings; ``initialize_connection`` returns the iSCSI ``connection_info``
-os-brick reads. Images go between Glance and the volume through blockd itself (raw only), never
-through an attach on the cinder-volume host. ``terminate_connection`` unexports the initiator unless another attachment of
+os-brick reads. Images go between Glance and the volume through blockd itself, never through an
+attach on the cinder-volume host: raw is streamed; qcow2, vmdk, vdi, vhd and vhdx are converted by
+blockd with qemu-img (an image it refuses is ``ImageUnacceptable``); uploads are raw. ``terminate_connection`` unexports the initiator unless another attachment of
 the same initiator still uses it, and returns whether any initiator still needs the export, so
 Cinder skips ``remove_export`` then. ``remove_export`` unexports every initiator that no
 attached attachment uses (the whole target after the last detach, as Cinder's LVM driver does).
