@@ -29,7 +29,7 @@ from tests.block.guest.support import (
     sh,
     write,
 )
-from tests.block.support import BlockdClient
+from tests.block.support import BlockdClient, ImageServer, wait_task
 
 DISKS = os.environ.get("TEST_DISKS", "").split()
 pytestmark = [
@@ -169,3 +169,32 @@ def test_export_survives_blockd_restart_and_a_lost_lio_config(node):
     node.api = BlockdClient(node.blockd.url)
     node.iscsi.login(export)
     assert read(node.iscsi.device(export), DATA_BYTES) == data
+
+
+def test_a_qcow2_image_is_converted_into_a_thin_volume_that_stays_thin(node, tmp_path):
+    """qemu-img convert writes into the thin LV (a block device) and skips the zero runs, so a
+    1 GiB volume from an 8 MiB image allocates about 8 MiB of the pool, not 1 GiB."""
+    head, tail = os.urandom(DATA_BYTES), os.urandom(DATA_BYTES)
+    raw = tmp_path / "image.raw"
+    with raw.open("wb") as f:
+        f.write(head)
+        f.seek(512 * MiB)
+        f.write(tail)
+    sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(tmp_path / "image.qcow2"))
+    server = ImageServer(tmp_path)
+    try:
+        image = {"url": f"{server.url}/image.qcow2", "disk_format": "qcow2"}
+        status, data = node.api.call("POST", "/v1/volumes", {"size_gib": 1, "image": image})
+        assert status == 202, data
+        task = wait_task(node.api, data["task"]["id"], timeout_s=300)
+    finally:
+        server.close()
+    assert task["state"] == "done" and task["phase"] == "converting", task
+    volume = data["volume"]
+    lv = f"/dev/{VG}/{volume['name']}"
+    assert read(lv, DATA_BYTES) == head
+    assert read(lv, DATA_BYTES, offset=512 * MiB) == tail
+    assert read(lv, DATA_BYTES, offset=256 * MiB) == bytes(DATA_BYTES)
+    usage = sh("lvs", "--noheadings", "-o", "data_percent", f"{VG}/{volume['name']}").stdout
+    assert float(usage.strip()) < 5.0, usage  # ~0.8% (8 MiB of 1 GiB), not 100%
+    assert not list(Path("/var/lib/shoal/blockd/conversion").glob(".tmp-image-*"))
