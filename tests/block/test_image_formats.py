@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shoal.units import GiB, MiB
-from tests.block.support import ImageServer, wait_task
+from tests.block.support import BlockdClient, BlockdProcess, ImageServer, run, wait_task
 
 pytestmark = [pytest.mark.root]
 
@@ -148,3 +148,31 @@ def test_an_unknown_disk_format_is_a_400(node, server):
     status, data = node.api.call("POST", "/v1/volumes", body)
     assert status == 400 and "colour" in data["error"]["message"], data
     assert node.api.ok("GET", "/v1/volumes")["volumes"] == before  # refused before any volume
+
+
+def test_no_room_for_the_download_is_507_and_leftovers_go_at_start(node, content, server, tmp_path):
+    """``image_conversion_dir`` on a 2 MiB tmpfs: a stale download there is removed when blockd
+    starts, and a 4 MiB qcow2 is refused (507) before any byte is downloaded."""
+    raw = content[0]
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", str(raw), str(raw.parent / "room.qcow2"))
+    small = tmp_path / "conversion"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(small))
+    node.blockd.stop()
+    other = BlockdProcess(tmp_path, {**node.config, "image_conversion_dir": str(small)})
+    try:
+        (small / ".tmp-image-left-by-a-crash").write_bytes(bytes(MiB))
+        other.start()
+        assert list(small.iterdir()) == []
+        api = BlockdClient(other.url)
+        image = {"url": f"{server.url}/room.qcow2", "disk_format": "qcow2"}
+        status, data = api.call("POST", "/v1/volumes", {"size_gib": 1, "image": image})
+        assert status == 202, data
+        task = wait_task(api, data["task"]["id"])
+        assert task["state"] == "failed" and task["error_status"] == 507, task
+        assert task["done_bytes"] == 0 and "free" in task["error"], task
+        assert list(small.iterdir()) == []
+    finally:
+        other.stop()
+        run("umount", str(small), check=False)
+        node.restart_blockd()
