@@ -383,6 +383,13 @@ class ShoalISCSIDriver(driver.ISCSIDriver):
                 image_id=image_id,
                 reason=f"container_format {meta.get('container_format')!r}: only bare",
             )
+        virtual_size = meta.get("virtual_size")  # Glance's, when known: refuse before fetching
+        if virtual_size and virtual_size > volume.size * GiB:
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason=f"the image's virtual size ({virtual_size} bytes) is larger than the "
+                f"volume ({volume.size} GiB)",
+            )
         netloc, use_ssl = next(iter(glance.get_api_servers(context)))
         url = f"{'https' if use_ssl else 'http'}://{netloc}/v2/images/{image_id}/file"
         headers = {"X-Auth-Token": context.auth_token} if context.auth_token else {}

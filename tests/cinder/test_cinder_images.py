@@ -132,8 +132,8 @@ def test_unacceptable_images_are_refused_and_a_missing_one_fails(cinder, tmp_pat
         backed: (tmp_path / "backed.qcow2").read_bytes(),
     }
 
-    def copy(image_id: str, disk_format: str, container_format: str = "bare"):
-        meta = {"disk_format": disk_format, "container_format": container_format}
+    def copy(image_id: str, disk_format: str, container_format: str = "bare", **extra):
+        meta = {"disk_format": disk_format, "container_format": container_format, **extra}
         with pytest.raises(CinderCallError) as error:
             cinder.call("copy_image", volume_id=volume["id"], image_id=image_id,
                         glance_url=url, meta=meta)  # fmt: skip
@@ -145,8 +145,12 @@ def test_unacceptable_images_are_refused_and_a_missing_one_fails(cinder, tmp_pat
         refused = copy(str(uuid.uuid4()), "qcow2", "ova")
         assert refused.type == "ImageUnacceptable" and "ova" in refused.message
         assert seen == []  # refused by the driver: nothing was fetched
-        refused = copy(too_big, "qcow2")
+        refused = copy(too_big, "qcow2", virtual_size=2 * GiB)  # Glance knows: not fetched
         assert refused.type == "ImageUnacceptable" and "larger than the volume" in refused.message
+        assert seen == []
+        refused = copy(too_big, "qcow2")  # Glance does not know: blockd finds out
+        assert refused.type == "ImageUnacceptable" and "larger than the volume" in refused.message
+        assert seen == [f"/v2/images/{too_big}/file"]
         refused = copy(backed, "qcow2")
         assert refused.type == "ImageUnacceptable" and "backing file" in refused.message
         failed = copy(str(uuid.uuid4()), "raw")
