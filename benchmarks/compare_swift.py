@@ -2,15 +2,18 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.compare_swift --start-shoal  # Swift, then `shoal aio` if present
+    .venv/bin/python -m benchmarks.compare_swift --start-shoal  # Swift and `shoal aio`, interleaved
     .venv/bin/python -m benchmarks.compare_swift                # Swift only
     .venv/bin/python -m benchmarks.compare_swift --shoal-auth-url http://127.0.0.1:8080/auth/v1.0
 
-Each system is measured on its own (Swift is stopped before Shoal starts, so idle daemons do not
-steal the 2 cores), and like for like: Swift's all-in-one here runs its main servers only (proxy,
-account, container, object; ``swift-init main``), so ``shoal aio`` runs with ``--no-daemons``
-unless ``--shoal-daemons`` is given (the replicator's passes and the auditor's reads then compete
-with the load for the 2 cores). The workloads, every one bounded in time:
+Both systems run at once, and the workloads take turns: each throughput step (wrk, curl) runs
+``--rounds`` times per system in ABBA order (Swift, Shoal, Shoal, Swift) and each figure is the
+median of its rounds, so a slow spell of a shared machine hits both systems rather than one. The
+comparison is like for like: Swift's all-in-one here runs its main servers only (proxy, account,
+container, object; ``swift-init main``), so ``shoal aio`` runs with ``--no-daemons`` (idle, both
+cost next to nothing while the other is measured) unless ``--shoal-daemons`` is given, in which
+case Shoal's replicator passes and auditor reads compete with both systems' loads. The workloads,
+every one bounded in time:
 
 - Debian ``wrk`` with ``benchmarks/wrk/put.lua`` / ``get.lua``: PUT and GET of 4 KiB objects
   (32 connections) and of 1 MiB objects (8 connections), each for ``--duration-s``, with a token
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -460,26 +464,72 @@ async def measure_stream_rss(
     return figures
 
 
-async def measure(endpoint: Endpoint, settings: Settings, big_file: Path) -> dict[str, float]:
-    """Every workload against one endpoint, in a fixed order; figures without the system prefix."""
+STEPS = ("wrk_4k", "wrk_1m", "big", "listing", "stream")
+REPEATED_STEPS = frozenset({"wrk_4k", "wrk_1m", "big"})  # the throughput ratios: ABBA rounds
+
+
+async def measure_step(
+    step: str, http: aiohttp.ClientSession, auth: Login, endpoint: Endpoint, settings: Settings,
+    big_file: Path, run_id: str,
+) -> dict[str, float]:  # fmt: skip
+    """One workload against one endpoint; figures without the system prefix."""
+    pids = endpoint.server_pids
+    if step in ("wrk_4k", "wrk_1m"):
+        label, size, connections, get_set = (
+            ("4k", settings.small_bytes, settings.connections_small, GET_SET_SMALL)
+            if step == "wrk_4k"
+            else ("1m", settings.large_bytes, settings.connections_large, GET_SET_LARGE)
+        )
+        return await measure_wrk_pair(
+            http, auth, label, size, connections, get_set, settings, run_id, pids
+        )
+    if step == "big":
+        return await measure_big(http, auth, big_file, settings.big_bytes, pids)
+    if step == "listing":
+        return await measure_listing(http, auth, settings.list_objects, endpoint.populate)
+    if step == "stream":
+        return await measure_stream_rss(http, auth, settings.stream_bytes, endpoint.proxy_pid)
+    raise ValueError(f"unknown step {step!r}")
+
+
+async def measure(
+    endpoints: list[Endpoint], settings: Settings, big_file: Path, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Every workload against every endpoint, interleaved; ``{system: {figure: value}}``.
+
+    Step by step, the systems take turns: a throughput step runs ``rounds`` times per system in
+    ABBA order (Swift, Shoal, Shoal, Swift, ...) and each figure is the median of its rounds, so
+    a slow spell of a shared machine hits both systems instead of one. The listing and the
+    1 GiB stream run once per system.
+    """
     run_id = f"{os.getpid()}-{int(time.time())}"  # keeps names distinct across runs on one store
-    connector = aiohttp.TCPConnector(limit=LIST_CONCURRENCY)
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        auth = await login(http, endpoint)
-        figures: dict[str, float] = {}
-        for label, size, connections, get_set in (
-            ("4k", settings.small_bytes, settings.connections_small, GET_SET_SMALL),
-            ("1m", settings.large_bytes, settings.connections_large, GET_SET_LARGE),
-        ):
-            figures |= await measure_wrk_pair(
-                http, auth, label, size, connections, get_set, settings, run_id,
-                endpoint.server_pids,
-            )  # fmt: skip
-        figures |= await measure_big(http, auth, big_file, settings.big_bytes, endpoint.server_pids)
-        figures |= await measure_listing(http, auth, settings.list_objects, endpoint.populate)
-        figures |= await measure_stream_rss(http, auth, settings.stream_bytes, endpoint.proxy_pid)
-    return figures
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {}
+        for endpoint in endpoints:
+            http = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=LIST_CONCURRENCY), timeout=timeout
+                )
+            )
+            sessions[endpoint.name] = (http, await login(http, endpoint))
+        samples: dict[str, dict[str, list[float]]] = {e.name: {} for e in endpoints}
+        for step in STEPS:
+            repeats = rounds if step in REPEATED_STEPS else 1
+            for round_index in range(repeats):
+                order = endpoints if round_index % 2 == 0 else endpoints[::-1]
+                for endpoint in order:
+                    progress(f"{endpoint.name}: {step}, round {round_index + 1} of {repeats}")
+                    http, auth = sessions[endpoint.name]
+                    figures = await measure_step(
+                        step, http, auth, endpoint, settings, big_file, f"{run_id}-{round_index}"
+                    )
+                    for key, value in figures.items():
+                        samples[endpoint.name].setdefault(key, []).append(value)
+    return {
+        name: {key: statistics.median(values) for key, values in figures.items()}
+        for name, figures in samples.items()
+    }
 
 
 # --- Shoal as a subprocess ---------------------------------------------------------------------
@@ -595,33 +645,26 @@ def emit(name: str, value: float | int | str) -> None:
     print(f"{name}={text}", flush=True)
 
 
-def measure_system(name: str, endpoint: Endpoint, settings: Settings, big_file: Path):
-    progress(f"measuring {name} at {endpoint.auth_url}")
-    figures = {
-        f"{name}_{k}": v for k, v in asyncio.run(measure(endpoint, settings, big_file)).items()
-    }
-    for key, value in figures.items():
-        emit(key, value)
-    return figures
-
-
-def run_shoal(args: argparse.Namespace, settings: Settings, workdir: Path, big_file: Path):
-    """Shoal's figures: an external endpoint, or `shoal aio` started here, or none (and why)."""
+def shoal_endpoint(
+    args: argparse.Namespace, workdir: Path, stack: contextlib.ExitStack
+) -> tuple[Endpoint | None, str | None]:
+    """Shoal's endpoint: an external one, or `shoal aio` started here (stopped with ``stack``),
+    or none and why."""
     if args.shoal_auth_url:
         pids = (args.shoal_proxy_pid,) if args.shoal_proxy_pid else ()
         endpoint = Endpoint(
             "shoal", args.shoal_auth_url, args.shoal_user, args.shoal_key, args.shoal_proxy_pid,
             server_pids=pids,
         )  # fmt: skip
-        return measure_system("shoal", endpoint, settings, big_file), None
+        return endpoint, None
     if not args.start_shoal:
-        return {}, "neither --start-shoal nor --shoal-auth-url given"
+        return None, "neither --start-shoal nor --shoal-auth-url given"
     missing = shoal_aio_missing()
     if missing:
-        return {}, missing
+        return None, missing
     port = args.shoal_port or free_ports(1)[0]
-    with ShoalAIO(workdir / "shoal", port, args.workers, args.shoal_daemons) as shoal:
-        return measure_system("shoal", shoal.endpoint(), settings, big_file), None
+    shoal = stack.enter_context(ShoalAIO(workdir / "shoal", port, args.workers, args.shoal_daemons))
+    return shoal.endpoint(), None
 
 
 def report(figures: dict[str, float], settings: Settings, notes: list[str], results_dir: Path):
@@ -646,6 +689,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--workers", type=int, default=os.cpu_count() or 1, help="proxy workers, both systems")
     add("--duration-s", type=int, default=Settings.duration_s, help="each wrk run")
+    add(
+        "--rounds", type=int, default=2,
+        help="runs of each throughput step per system, alternated ABBA; the median is kept",
+    )  # fmt: skip
     add("--big-mib", type=int, default=Settings.big_bytes // MiB, help="the curl object")
     add("--stream-mib", type=int, default=Settings.stream_bytes // MiB, help="RSS stream")
     add("--list-objects", type=int, default=Settings.list_objects)
@@ -679,16 +726,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         big_file = workdir / "big.bin"
         write_random_file(big_file, settings.big_bytes)
-        with SwiftAIO(workdir / "swift", workers=args.workers) as swift:
-            endpoint = Endpoint(
-                "swift", swift.auth_url, swift.user, swift.key, swift.proxy_pid,
-                server_pids=tuple(swift.pids()),
-                populate=None if args.list_populate_api else swift.populate_container,
-            )  # fmt: skip
-            figures |= measure_system("swift", endpoint, settings, big_file)
-        shoal_figures, skipped = run_shoal(args, settings, workdir, big_file)
-        figures |= shoal_figures
-        if shoal_figures and args.start_shoal and not args.shoal_daemons:
+        with (
+            SwiftAIO(workdir / "swift", workers=args.workers) as swift,
+            contextlib.ExitStack() as stack,
+        ):
+            endpoints = [
+                Endpoint(
+                    "swift", swift.auth_url, swift.user, swift.key, swift.proxy_pid,
+                    server_pids=tuple(swift.pids()),
+                    populate=None if args.list_populate_api else swift.populate_container,
+                )
+            ]  # fmt: skip
+            shoal, skipped = shoal_endpoint(args, workdir, stack)
+            if shoal is not None:
+                endpoints.append(shoal)
+            results = asyncio.run(measure(endpoints, settings, big_file, args.rounds))
+        for name, system_figures in results.items():
+            for key, value in system_figures.items():
+                figures[f"{name}_{key}"] = value
+                emit(f"{name}_{key}", value)
+        if args.rounds > 1:
+            notes.append(f"medians of {args.rounds} interleaved rounds")
+        if shoal is not None and args.start_shoal and not args.shoal_daemons:
             notes.append("main servers only on both sides")
         if skipped:
             notes.append(f"Shoal not measured: {skipped}")
