@@ -72,6 +72,7 @@ def build_app(config: ObjectdConfig) -> web.Application:
             mount_check=config.mount_check,
             reserve=config.reserve,
             threads_per_device=config.threads_per_device,
+            named_temp_files=config.named_temp_files,
         )
         sendfile_pool = concurrent.futures.ThreadPoolExecutor(
             SENDFILE_THREADS_MAX, thread_name_prefix="sendfile"

@@ -49,6 +49,7 @@ class Devices:
         mount_check: bool,
         reserve: Reserve,
         threads_per_device: int,
+        named_temp_files: bool = False,
     ):
         self.io = io
         self.cached_reads = cached_reads_for(io)  # None: every read goes to the disk threads
@@ -58,6 +59,7 @@ class Devices:
         self.threads_per_device = threads_per_device
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self.no_tmpfile: set[str] = set()  # devices whose filesystem refused O_TMPFILE
+        self.named_temp_files = named_temp_files  # the option: never try O_TMPFILE
         self._known: frozenset[str] = frozenset()
         self._scanned_at = 0.0
         self._scan_lock = asyncio.Lock()

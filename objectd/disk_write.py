@@ -1,7 +1,7 @@
 """Writing objects durably: temp file → write → fsync → link into place → fsync directories.
 
 Public: :class:`ObjectWriter`, :func:`put_small`, :func:`write_marker`, :class:`TempFile`,
-:func:`link_into`, :func:`use_named_temp_files`.
+:func:`link_into`.
 
 All functions here block and run on the device's threads (``Devices.run``).
 
@@ -24,12 +24,15 @@ The durable write path, and why each step is there:
    the single moment the object becomes visible; the directory fsync makes that name durable, and
    every directory created on the way has its parent fsynced too.
 7. **Clean up.** Files made obsolete by the new one (older ``.data``/``.ts``/``.meta``) are removed.
+8. **Mark the suffix stale** in the partition's hash cache (``objectd.suffix_hashes``), so the
+   replicator rehashes it; for PUT, POST and DELETE alike, in the same disk-thread hop.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -45,19 +48,12 @@ from objectd.errors import (
 )
 from objectd.limits import SMALL_BODY_BYTES_MAX
 from objectd.metadata import DATA, OnDiskFiles, choose_files, encode_trailer, parse_file_name
+from objectd.suffix_hashes import invalidate_suffix
 from shoal.timestamp import Timestamp
 
+log = logging.getLogger("objectd.disk")
+
 _NO_TMPFILE_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
-
-_named_temp_files_only = False  # see use_named_temp_files
-
-
-def use_named_temp_files(enabled: bool) -> None:
-    """Write temp files under names in ``<device>/tmp`` even where O_TMPFILE works (the
-    ``named_temp_files`` option: tests of the fallback, or a filesystem whose O_TMPFILE
-    misbehaves). Process-wide; call before serving, so forked workers inherit it."""
-    global _named_temp_files_only  # one switch for the process, set at start-up
-    _named_temp_files_only = enabled
 
 
 class TempFile:
@@ -69,7 +65,7 @@ class TempFile:
         self.devices = devices
         self.path: str | None = None
         tmp_dir = devices.layout.tmp_dir(device)
-        if not _named_temp_files_only and device not in devices.no_tmpfile:
+        if not devices.named_temp_files and device not in devices.no_tmpfile:
             try:
                 self.fd = self._open_unnamed(tmp_dir)
                 return
@@ -153,6 +149,18 @@ def _publish(
             io.unlink(os.path.join(hash_dir, obsolete))
         except FileNotFoundError:
             pass
+    _mark_suffix_stale(hash_dir)
+
+
+def _mark_suffix_stale(hash_dir: str) -> None:
+    """Tell the replicator's hash cache that this object's suffix changed (in the same disk-thread
+    hop as the write). A failure is logged, never raised: the write is already durable, and the
+    cache's age bound rehashes the suffix later anyway."""
+    suffix_dir = os.path.dirname(hash_dir)
+    try:
+        invalidate_suffix(os.path.dirname(suffix_dir), os.path.basename(suffix_dir))
+    except OSError:
+        log.exception("cannot mark the suffix of %s stale", hash_dir)
 
 
 def _list(devices: Devices, hash_dir: str) -> list[str]:

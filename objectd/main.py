@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"objectd: {exc}", file=sys.stderr)
         return 2
     shoal_log.setup("objectd", config.log_level)
-    from objectd.disk_write import use_named_temp_files
     from objectd.tmp_reclaim import reclaim_devices
 
-    use_named_temp_files(config.named_temp_files)
     # crash leftovers in <device>/tmp, before serving: no PUT of this objectd is in flight yet
     reclaim_devices(config.devices, config.tmp_reclaim_age_s, mount_check=config.mount_check)
     return serve_app(

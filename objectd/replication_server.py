@@ -2,24 +2,18 @@
 
 Public: :func:`install`.
 
-The middleware does two things:
-
-1. ``POST /<device>/<partition>`` with ``X-Backend-Object-Replication: hashes|missing_check|
+``POST /<device>/<partition>`` with ``X-Backend-Object-Replication: hashes|missing_check|
    receive`` is served here (:mod:`objectd.ssync_receiver`, wire format in
    :mod:`objectd.ssync_wire`), and ``POST /<device>/<partition>/<account>[/<container>]`` with
    ``db_file`` (a whole database, :mod:`objectd.db_receiver`); every other request goes on to
-   objectd's own dispatcher.
-2. After an object PUT (201), POST (202) or DELETE (204, or 404: a tombstone is written even
-   when there was no object), the object's suffix is marked stale in its partition's hash cache
-   (:func:`objectd.suffix_hashes.invalidate_suffix`), so the replicator rehashes it.
+   objectd's own dispatcher. (Object writes mark their suffix stale themselves, in
+   :mod:`objectd.disk_write`, within the write's own disk-thread hop.)
 
 It is a middleware, not a route, so that objectd's app needs one line to enable it and its
 catch-all route stays as it is.
 """
 
 from __future__ import annotations
-
-import logging
 
 from aiohttp import web
 
@@ -32,12 +26,6 @@ from objectd.errors import BadRequest, ObjectdError, error_response
 from objectd.layout import Layout
 from objectd.ssync_receiver import ReplicationReceiver
 from objectd.ssync_wire import OP_HASHES, OP_HEADER, OP_MISSING_CHECK, OP_RECEIVE
-from objectd.suffix_hashes import invalidate_suffix, partition_path
-from ring.hashing import hash_suffix
-
-log = logging.getLogger("objectd.replication")
-
-_WRITE_STATUSES = {"PUT": (201,), "POST": (202,), "DELETE": (204, 404)}
 
 
 def install(app: web.Application, config: ObjectdConfig) -> None:
@@ -57,11 +45,7 @@ def install(app: web.Application, config: ObjectdConfig) -> None:
         op = request.headers.get(OP_HEADER)
         if op is not None and request.method == "POST":
             return await _serve_op(receiver_of(request), request, op)
-        response = await handler(request)
-        statuses = _WRITE_STATUSES.get(request.method)
-        if statuses and response.status in statuses:
-            await _invalidate(receiver_of(request).devices, layout, request)
-        return response
+        return await handler(request)
 
     app.middlewares.append(replication)
 
@@ -94,22 +78,3 @@ async def _serve_op(receiver: ReplicationReceiver, request: web.Request, op: str
     if not request.content.is_eof():
         response.force_close()
     return response
-
-
-async def _invalidate(devices: Devices, layout: Layout, request: web.Request) -> None:
-    """Mark the written object's suffix stale; a failure is logged (the cache's age bound
-    catches it later), never turned into an error for a write that succeeded."""
-    if request.headers.get("X-Backend-Server-Type"):
-        return  # a container or account row, not an object
-    try:
-        path = parse_backend_path(request.raw_path)
-        if path.obj is None:
-            return
-        policy = policy_index_of(request.headers)
-        suffix = hash_suffix(layout.hash_of(path.account, path.container, path.obj))
-        part_dir = partition_path(layout, path.device, policy, path.partition)
-        await devices.run(path.device, invalidate_suffix, part_dir, suffix)
-    except FileNotFoundError:
-        pass  # the partition went away (reverted by the replicator): nothing to mark
-    except Exception:  # a marker must never fail a write that succeeded
-        log.exception("cannot mark the suffix of %s stale", request.raw_path)
