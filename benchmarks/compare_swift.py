@@ -499,8 +499,9 @@ async def measure(
 
     Step by step, the systems take turns: a throughput step runs ``rounds`` times per system in
     ABBA order (Swift, Shoal, Shoal, Swift, ...) and each figure is the median of its rounds, so
-    a slow spell of a shared machine hits both systems instead of one. The listing and the
-    1 GiB stream run once per system.
+    a slow spell of a shared machine hits both systems instead of one. Every turn starts with a
+    ``sync``, so it does not pay for writing back what the previous turn left dirty. The listing
+    and the 1 GiB stream run once per system.
     """
     run_id = f"{os.getpid()}-{int(time.time())}"  # keeps names distinct across runs on one store
     timeout = aiohttp.ClientTimeout(total=120)
@@ -519,6 +520,8 @@ async def measure(
             for round_index in range(repeats):
                 order = endpoints if round_index % 2 == 0 else endpoints[::-1]
                 for endpoint in order:
+                    # the other system's dirty pages would be written back during this turn
+                    await asyncio.to_thread(os.sync)
                     progress(f"{endpoint.name}: {step}, round {round_index + 1} of {repeats}")
                     http, auth = sessions[endpoint.name]
                     figures = await measure_step(
