@@ -1,6 +1,7 @@
 """The daemon runner: uvloop, listening sockets, worker processes, signals, graceful shutdown.
 
-Public: :func:`serve_app`, :func:`run_async`, :func:`bind_socket`.
+Public: :func:`serve_app`, :func:`run_async`, :func:`bind_socket`, :func:`claim_port`,
+:class:`PortInUse`.
 
 A component hands :func:`serve_app` a factory of its aiohttp application; resources that live as
 long as the app (rings, client sessions, SQLite pools) belong in the app's ``cleanup_ctx``.
@@ -34,6 +35,29 @@ log = logging.getLogger("shoal.daemon")
 AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
 
 WORKER_RESTART_DELAY_S = 1.0  # a worker that dies at once is not restarted in a tight loop
+
+
+class PortInUse(OSError):
+    """Another process listens on the port (a second copy of this daemon, most likely)."""
+
+
+def claim_port(host: str, port: int) -> None:
+    """Raise :class:`PortInUse` if anything listens on ``host:port`` already.
+
+    Why: workers bind with ``SO_REUSEPORT``, and the kernel lets any other process of the same
+    user join such a port. A second ``shoal aio`` or objectd started on a busy port would then
+    share it silently, and the kernel would split connections between two different services.
+    A probe bind *without* ``SO_REUSEPORT`` fails while any socket holds the port.
+    """
+    if port == 0:
+        return  # the kernel picks a free port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool = True) -> socket.socket:
@@ -88,7 +112,13 @@ def serve_app(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    sock = bind_socket(host, port)
+    try:
+        claim_port(host, port)
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        message = exc.strerror if isinstance(exc, PortInUse) else f"cannot listen: {exc}"
+        print(f"{name}: {message}", file=sys.stderr, flush=True)
+        return 1
     bound_port = sock.getsockname()[1]
     ready = f"{name} listening on http://{host}:{bound_port} (pid {os.getpid()})"
     if workers == 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -40,14 +41,13 @@ APP = textwrap.dedent(
 )
 
 
-def start(tmp_path, workers: int) -> tuple[subprocess.Popen, int]:
+def start(tmp_path, workers: int, port: int | None = None) -> tuple[subprocess.Popen, int]:
     script = tmp_path / "app.py"
     script.write_text(APP)
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, str(script), str(port), str(workers)], stdout=subprocess.PIPE, text=True
     )
@@ -94,3 +94,29 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path):
     thread.join(timeout=10)
     assert result.get("body") == "finished"
     assert proc.wait(timeout=15) == 0
+
+
+def test_a_second_copy_on_a_busy_port_refuses_to_start(tmp_path):
+    """Workers use SO_REUSEPORT, which would let a second service share the port silently."""
+    first, port = start(tmp_path, workers=2)
+    try:
+        wait_ready(port)
+        second = subprocess.run(
+            [sys.executable, str(tmp_path / "app.py"), str(port), "1"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert second.stderr.strip() == (
+            f"testd: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )
+        assert "Traceback" not in second.stderr and second.stdout == ""
+        answering = {int(get(port, "/pid")) for _ in range(30)}
+        assert {_parent_of(pid) for pid in answering} == {first.pid}  # only the first's workers
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("PPid:"))
