@@ -329,7 +329,24 @@ class Initiator:
         return int(out.split("Total size:")[1].split()[0])
 
 
-class Node:
+class BlockdNode:
+    """What every test node does with its blockd: restart it, create volumes (subclasses set
+    ``self.blockd`` and ``self.api``)."""
+
+    blockd: BlockdProcess
+    api: BlockdClient
+
+    def restart_blockd(self) -> None:
+        self.blockd.stop()
+        self.blockd.start()
+        self.api = BlockdClient(self.blockd.url)
+
+    def create_volume(self, size_gib: int = 1, **extra) -> dict:
+        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
+        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
+
+
+class Node(BlockdNode):
     """One block node on the host: XFS (reflink) + a private tgtd + blockd, with an API client
     and an initiator (:data:`INITIATOR`) to test it."""
 
@@ -352,15 +369,6 @@ class Node:
         self.blockd.start()
         self.api = BlockdClient(self.blockd.url)
         self.initiator = Initiator(INITIATOR, workdir)
-
-    def restart_blockd(self) -> None:
-        self.blockd.stop()
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-
-    def create_volume(self, size_gib: int = 1, **extra) -> dict:
-        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
-        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
 
     def export(self, volume_id: str, initiator: str = INITIATOR) -> dict:
         return self.api.ok("PUT", f"/v1/volumes/{volume_id}/exports/{initiator}")["export"]

@@ -21,8 +21,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from shoal.units import MiB
-from tests.block.support import DEV_TOKEN, BlockdClient, BlockdProcess
+from tests.block.support import DEV_TOKEN, BlockdClient, BlockdNode, BlockdProcess
 
 VG = "shoal-volumes"
 PORTAL = "127.0.0.1:3260"
@@ -31,6 +33,16 @@ MODULES = ("dm_thin_pool", "target_core_mod", "target_core_iblock", "iscsi_targe
 LOGIN_TIMEOUT_S = 90  # a login takes ~1-3 s in UML; generous for a loaded host
 DEVICE_WAIT_S = 60.0  # by-path links appear ~2 s after login under UML; x30 for a loaded host
 CLEAR_LIO = "import rtslib_fb; rtslib_fb.RTSRoot().clear_existing(confirm=True)"
+
+
+DISKS = os.environ.get("TEST_DISKS", "").split()  # the guest's scratch disks, from its init
+GUEST_ONLY = [
+    pytest.mark.guest,
+    pytest.mark.skipif(
+        os.environ.get("SHOAL_IN_GUEST") != "1" or not DISKS or os.geteuid() != 0,
+        reason="runs inside the test guest only (tests/block/test_guest.py boots it)",
+    ),
+]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -115,7 +127,7 @@ def read(device: str, length: int, offset: int = 0) -> bytes:
     return out
 
 
-class GuestNode:
+class GuestNode(BlockdNode):
     def __init__(self, workdir: Path):
         self.config = {
             "auth_mode": "dev",
@@ -131,15 +143,6 @@ class GuestNode:
         self.blockd.start()
         self.api = BlockdClient(self.blockd.url)
         self.iscsi = Iscsiadm()
-
-    def restart_blockd(self) -> None:
-        self.blockd.stop()
-        self.blockd.start()
-        self.api = BlockdClient(self.blockd.url)
-
-    def create_volume(self, size_gib: int = 1, **extra) -> dict:
-        body = {"id": str(uuid.uuid4()), "size_gib": size_gib, **extra}
-        return self.api.ok("POST", "/v1/volumes", body, status=201)["volume"]
 
     def export(self, volume_id: str, initiator: str | None = None) -> dict:
         path = f"/v1/volumes/{volume_id}/exports/{initiator or own_initiator()}"

@@ -22,16 +22,9 @@ import pytest
 
 from blockd.backup import CHUNK_BYTES, manifest_name
 from shoal.units import GiB, KiB, MiB
-from tests.block.guest.support import VG, GuestAio, guest_node, sh, write
+from tests.block.guest.support import DISKS, GUEST_ONLY, VG, GuestAio, guest_node, sh, write
 
-DISKS = os.environ.get("TEST_DISKS", "").split()
-pytestmark = [
-    pytest.mark.guest,
-    pytest.mark.skipif(
-        os.environ.get("SHOAL_IN_GUEST") != "1" or not DISKS or os.geteuid() != 0,
-        reason="runs inside the test guest only (tests/block/test_guest.py boots it)",
-    ),
-]
+pytestmark = GUEST_ONLY
 
 TASK_TIMEOUT_S = 300.0  # a 1 GiB full backup under UML: ~10-40 s
 CHUNKS = GiB // CHUNK_BYTES

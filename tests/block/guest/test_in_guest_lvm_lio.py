@@ -21,6 +21,8 @@ from shoal.units import GiB, MiB
 from tests.block.guest.support import (
     CLEAR_LIO,
     DEVICE_WAIT_S,
+    DISKS,
+    GUEST_ONLY,
     VG,
     Iscsiadm,
     guest_node,
@@ -31,14 +33,7 @@ from tests.block.guest.support import (
 )
 from tests.block.support import BlockdClient, ImageServer, wait_task
 
-DISKS = os.environ.get("TEST_DISKS", "").split()
-pytestmark = [
-    pytest.mark.guest,
-    pytest.mark.skipif(
-        os.environ.get("SHOAL_IN_GUEST") != "1" or not DISKS or os.geteuid() != 0,
-        reason="runs inside the test guest only (tests/block/test_guest.py boots it)",
-    ),
-]
+pytestmark = GUEST_ONLY
 
 OTHER_INITIATOR = "iqn.2024-01.org.example:not-exported"
 DATA_BYTES = 4 * MiB
