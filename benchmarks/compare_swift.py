@@ -9,11 +9,11 @@ Run from the repository root::
 Both systems run at once, and the workloads take turns: each throughput step (wrk, curl) runs
 ``--rounds`` times per system in ABBA order (Swift, Shoal, Shoal, Swift) and each figure is the
 median of its rounds, so a slow spell of a shared machine hits both systems rather than one. The
-comparison is like for like: Swift's all-in-one here runs its main servers only (proxy, account,
-container, object; ``swift-init main``), so ``shoal aio`` runs with ``--no-daemons`` (idle, both
-cost next to nothing while the other is measured) unless ``--shoal-daemons`` is given, in which
-case Shoal's replicator passes and auditor reads compete with both systems' loads. The workloads,
-every one bounded in time:
+comparison is like for like: Swift's all-in-one here runs its servers (proxy, account, container,
+object) plus an object-updater and a container-updater per node, so ``shoal aio`` runs the same
+set (``--daemons updater,container-updater``); ``--shoal-daemons`` adds the rest (replicator,
+auditor, ...), whose passes then compete with both systems' loads. The workloads, every one
+bounded in time:
 
 - Debian ``wrk`` with ``benchmarks/wrk/put.lua`` / ``get.lua``: PUT and GET of 4 KiB objects
   (32 connections) and of 1 MiB objects (8 connections), each for ``--duration-s``, with a token
@@ -81,6 +81,7 @@ GET_SET_LARGE = 32  # 1 MiB objects pre-populated for the GET run
 PUT_ATTEMPTS = 3  # set-up PUTs that failed (an overloaded store answers 503) are retried
 SETUP_CONCURRENCY = 16  # set-up PUTs are not measured: no need to pile up on the store
 RSS_SAMPLE_INTERVAL_S = 0.05
+SWIFT_LIKE_DAEMONS = "updater,container-updater"  # what SwiftAIO runs besides its servers
 START_TIMEOUT_S = 120.0  # for `shoal aio` to accept a login
 STOP_TIMEOUT_S = 20.0
 
@@ -554,9 +555,9 @@ class ShoalAIO:
     tree whose command line mentions "proxy" (with its workers), else the whole aio tree.
     """
 
-    def __init__(self, data_dir: Path, port: int, workers: int, daemons: bool = False) -> None:
+    def __init__(self, data_dir: Path, port: int, workers: int, all_daemons: bool = False) -> None:
         self.data_dir, self.port, self.workers = data_dir, port, workers
-        self.daemons = daemons
+        self.all_daemons = all_daemons
         self.process: subprocess.Popen | None = None
         self.auth_url = f"http://127.0.0.1:{port}/auth/v1.0"
 
@@ -567,8 +568,8 @@ class ShoalAIO:
             argv += ["--workers", str(self.workers)]
         else:
             progress("shoal aio has no --workers option: it runs its default worker count")
-        if not self.daemons:
-            argv.append("--no-daemons")  # like Swift's here: main servers only
+        if not self.all_daemons:
+            argv += ["--daemons", SWIFT_LIKE_DAEMONS]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(f"{self.data_dir}.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -703,7 +704,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--start-shoal", action="store_true", help="run `shoal aio` here (skipped if absent)")
     add(
         "--shoal-daemons", action="store_true",
-        help="also run Shoal's replicator, auditor, ... (Swift's run only its main servers)",
+        help="run all of Shoal's daemons (Swift's all-in-one here runs only its updaters)",
     )  # fmt: skip
     add("--shoal-port", type=int, default=0, help="port for the `shoal aio` started here")
     add("--shoal-auth-url", help="measure an already running Shoal instead")
@@ -751,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds > 1:
             notes.append(f"medians of {args.rounds} interleaved rounds")
         if shoal is not None and args.start_shoal and not args.shoal_daemons:
-            notes.append("main servers only on both sides")
+            notes.append("servers and updaters only on both sides")
         if skipped:
             notes.append(f"Shoal not measured: {skipped}")
             progress(notes[-1])

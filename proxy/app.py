@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -34,6 +35,8 @@ from proxy.object_update import handle_object_delete, handle_object_post
 from proxy.routing import SwiftPath, check_names, parse_path
 from proxy.tempauth import TempAuth, acl_for
 from shoal.log import new_trans_id, trans_id
+
+log = logging.getLogger("proxy")
 
 AUTH_PATHS = frozenset(("/auth/v1.0", "/auth/v1", "/v1.0", "/auth/v1.0/", "/v1.0/"))
 TRANS_ID_EXTRA_CHARS_MAX = 32  # Swift's limit on X-Trans-Id-Extra
@@ -120,8 +123,11 @@ async def _handle(state: ProxyState, request: web.Request) -> web.StreamResponse
         return error_response(error, head=request.method == "HEAD")
     except asyncio.CancelledError:
         raise
-    except ConnectionResetError:
-        raise  # the client went away: nothing to answer
+    except ConnectionResetError as exc:  # the client hung up: its everyday right, not a bug
+        log.info("%s %s: client went away (499): %s", request.method, request.path, exc)
+        gone = web.Response(status=499)  # aiohttp drops it quietly: the connection is closed
+        gone.force_close()
+        return gone
     except Exception as exc:
         return unexpected_response(exc, request)
 

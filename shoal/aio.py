@@ -195,7 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
             argv = [*python, "objectd", "--config", str(config)]
             processes.append(await _start(f"objectd {number}", argv))
         processes.append(await _start("proxy", [*python, "proxy", "--config", str(proxy_config)]))
-        background = [] if args.no_daemons else await _start_daemons(python, node_configs)
+        background = await _start_daemons(python, node_configs, args.daemon_names)
         url = f"http://{args.bind}:{args.port}"
         print(
             f"\nShoal all-in-one is ready (data in {data}).\n"
@@ -235,12 +235,30 @@ def _available_daemons() -> list[str]:
     return names
 
 
+def _chosen_daemons(args: argparse.Namespace) -> list[str]:
+    """The daemons to run: ``--daemons`` (a comma list), none with ``--no-daemons``, else all.
+
+    Raises:
+        ValueError: a name this build does not have.
+    """
+    if args.no_daemons:
+        return []
+    available = _available_daemons()
+    if args.daemons is None:
+        return available
+    chosen = [name.strip() for name in args.daemons.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise ValueError(f"--daemons: unknown {', '.join(unknown)} (have: {', '.join(available)})")
+    return chosen
+
+
 async def _start_daemons(
-    python: list[str], node_configs: list[Path]
+    python: list[str], node_configs: list[Path], names: list[str]
 ) -> list[asyncio.subprocess.Process]:
     """One of each background daemon per node. They print no ready line: started, not awaited."""
     processes = []
-    for name in _available_daemons():
+    for name in names:
         for config in node_configs:
             argv = [*python, name, "--config", str(config)]
             process = await asyncio.create_subprocess_exec(
@@ -248,7 +266,7 @@ async def _start_daemons(
             )
             processes.append(process)
     if processes:
-        print(f"background daemons: {', '.join(_available_daemons())} (one per node)", flush=True)
+        print(f"background daemons: {', '.join(names)} (one per node)", flush=True)
     return processes
 
 
@@ -272,6 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="proxy workers (0: one per core)")
     parser.add_argument("--no-daemons", action="store_true", help="no replicator, auditor, ...")
     parser.add_argument(
+        "--daemons", metavar="LIST",
+        help="only these background daemons, comma-separated (e.g. updater,container-updater)",
+    )  # fmt: skip
+    parser.add_argument(
         "--node-timeout-s", type=float, default=10.0, help="proxy's backend timeout"
     )
     return parser
@@ -279,6 +301,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        args.daemon_names = _chosen_daemons(args)
+    except ValueError as exc:
+        print(f"shoal aio: {exc}", file=sys.stderr)
+        return 2
     from shoal.daemon import run_async
 
     try:
