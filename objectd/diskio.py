@@ -175,6 +175,16 @@ class DiskIO:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
 
+    def trim_after_eof(self, fd: int) -> None:
+        """Free the blocks allocated past the end of ``fd`` (``ftruncate`` to its own size).
+
+        Why: XFS marks a file that was ever ``fallocate``d as preallocated and then keeps the
+        speculative preallocation of later extending writes for good; a 1 MiB object whose
+        trailer extends its fallocated body would hold 3 MiB on disk. A truncate to the same
+        size frees what lies past the end (on ext4 it is a no-op).
+        """
+        os.ftruncate(fd, os.fstat(fd).st_size)
+
     def fstatvfs(self, fd: int) -> os.statvfs_result:
         if self._check:
             self._check("statvfs")
