@@ -29,6 +29,7 @@ from typing import Any
 
 from objectd.config import Reserve
 from objectd.daemon_config import DaemonConfig, daemon_seed
+from objectd.daemon_loop import run_passes
 from objectd.devices import Devices
 from objectd.disk_read import quarantine
 from objectd.diskio import DiskIO
@@ -101,12 +102,7 @@ class ObjectAuditor:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded and rate-limited
-            try:
-                log.info("audit pass: %s", (await self.run_once()).as_dict())
-            except Exception:
-                log.exception("audit pass failed")
-            await self.clock.sleep(self.config.interval_s)
+        await run_passes("audit", self.run_once, self.clock, self.config.interval_s, log)
 
     async def audit_one(self, devices: Devices, location: ObjectLocation,
                         report: AuditReport) -> None:  # fmt: skip

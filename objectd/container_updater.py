@@ -25,6 +25,7 @@ from typing import Any
 from objectd import container_db
 from objectd.client import BackendClient, BackendError
 from objectd.daemon_config import DaemonConfig
+from objectd.daemon_loop import RingCache, run_passes
 from objectd.db_replicator import _connect, _databases
 from objectd.local_devices import local_devices
 from ring.ring import Ring
@@ -53,22 +54,15 @@ class ContainerUpdater:
     def __init__(self, config: DaemonConfig, *, clock: Clock | None = None):
         self.config = config
         self.clock = clock or Clock()
-        self._rings: dict[str, Ring] = {}
-
-    def _ring(self, name: str) -> Ring:
-        ring = self._rings.get(name)
-        if ring is None:
-            ring = self._rings[name] = Ring(self.config.ring_dir / name)
-        ring.reload_if_changed()
-        return ring
+        self._rings = RingCache(config.ring_dir)
 
     async def run_once(self) -> ContainerUpdaterReport:
         """One pass over every local container database."""
         started = time.monotonic()
         report = ContainerUpdaterReport()
         config = self.config
-        container_ring = await asyncio.to_thread(self._ring, "container.ring")
-        account_ring = await asyncio.to_thread(self._ring, "account.ring")
+        container_ring = await asyncio.to_thread(self._rings.get, "container.ring")
+        account_ring = await asyncio.to_thread(self._rings.get, "account.ring")
         devices = await asyncio.to_thread(
             local_devices, container_ring, config.devices, config.bind_ip, config.bind_port,
             mount_check=config.mount_check,
@@ -93,12 +87,9 @@ class ContainerUpdater:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded
-            try:
-                log.info("container updater pass: %s", (await self.run_once()).as_dict())
-            except Exception:
-                log.exception("container updater pass failed")
-            await self.clock.sleep(self.config.interval_s)
+        await run_passes(
+            "container updater", self.run_once, self.clock, self.config.interval_s, log
+        )
 
     async def _one(self, limit: asyncio.Semaphore, client: BackendClient, account_ring: Ring,
                    db_path: str, report: ContainerUpdaterReport) -> None:  # fmt: skip

@@ -41,6 +41,7 @@ import msgpack
 from objectd import account_db, container_db
 from objectd.client import BackendClient, BackendError, Node, backend_path
 from objectd.daemon_config import DaemonConfig
+from objectd.daemon_loop import RingCache, run_passes
 from objectd.db_receiver import OP_DB_FILE
 from objectd.limits import DB_BUSY_TIMEOUT_S, MERGE_ITEMS_MAX
 from objectd.local_devices import local_devices
@@ -87,7 +88,7 @@ class DatabaseReplicator:
         self.config = config
         self.clock = clock or Clock()
         self.rate = RateLimiter(config.io_bytes_per_s_max, clock=self.clock)
-        self._rings: dict[str, Ring] = {}
+        self._rings = RingCache(config.ring_dir)
 
     async def run_once(self) -> DatabaseReplicationReport:
         started = time.monotonic()
@@ -128,28 +129,13 @@ class DatabaseReplicator:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded
-            try:
-                log.info("db replication pass: %s", (await self.run_once()).as_dict())
-            except Exception:
-                log.exception("db replication pass failed")
-            await self.clock.sleep(self.config.interval_s)
-
-    def _ring(self, ring_name: str) -> Ring | None:
-        ring = self._rings.get(ring_name)
-        if ring is None:
-            path = self.config.ring_dir / ring_name
-            if not path.exists():
-                return None
-            ring = self._rings[ring_name] = Ring(path)
-        ring.reload_if_changed()
-        return ring
+        await run_passes("db replication", self.run_once, self.clock, self.config.interval_s, log)
 
     def _jobs(self) -> list[_Job]:
         config = self.config
         jobs = []
         for kind, ring_name in KINDS:
-            ring = self._ring(ring_name)
+            ring = self._rings.get_if_present(ring_name)
             if ring is None:
                 continue
             for device in local_devices(

@@ -27,6 +27,7 @@ from typing import Any
 
 from objectd.client import BackendClient, BackendError
 from objectd.daemon_config import DaemonConfig
+from objectd.daemon_loop import run_passes
 from objectd.diskio import DiskIO
 from objectd.metadata import CorruptFile, choose_files, read_file
 from objectd.object_walk import take, walk_objects
@@ -98,12 +99,7 @@ class ObjectExpirer:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded
-            try:
-                log.info("expirer pass: %s", (await self.run_once()).as_dict())
-            except Exception:
-                log.exception("expirer pass failed")
-            await self.clock.sleep(self.config.interval_s)
+        await run_passes("expirer", self.run_once, self.clock, self.config.interval_s, log)
 
     def _expired(self, hash_dir: str, now: float) -> tuple[str, str] | None:
         """``(name, X-Delete-At)`` of the object in ``hash_dir`` if it has expired (blocking)."""

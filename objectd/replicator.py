@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from objectd.daemon_config import DaemonConfig, daemon_seed
+from objectd.daemon_loop import run_passes
 from objectd.layout import Layout
 from objectd.local_devices import LocalDevice, local_devices, object_partitions, object_rings
 from objectd.quarantine_scan import invalidate_quarantined
@@ -134,13 +135,7 @@ class ObjectReplicator:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded
-            try:
-                report = await self.run_once()
-                log.info("replication pass: %s", report.as_dict())
-            except Exception:  # a pass that fails is logged; the next one starts on time
-                log.exception("replication pass failed")
-            await self.clock.sleep(self.config.interval_s)
+        await run_passes("replication", self.run_once, self.clock, self.config.interval_s, log)
 
     def _jobs(self, rings: dict[int, Ring]) -> tuple[list[_Job], int]:
         """The partitions to work on, and how many read-path quarantines were noticed."""

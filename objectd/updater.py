@@ -22,6 +22,7 @@ from typing import Any
 from objectd.async_pending import list_async_pendings, load_async_pending, remove_async_pending
 from objectd.client import BackendClient, BackendError
 from objectd.daemon_config import DaemonConfig, daemon_seed
+from objectd.daemon_loop import RingCache, run_passes
 from objectd.layout import Layout
 from objectd.local_devices import local_devices
 from ring.ring import Ring
@@ -47,13 +48,10 @@ class ObjectUpdater:
         self.config = config
         self.clock = clock or Clock()
         self.layout = Layout(config.devices, daemon_seed(config))
-        self._ring: Ring | None = None
+        self._rings = RingCache(config.ring_dir)
 
     def container_ring(self) -> Ring:
-        if self._ring is None:
-            self._ring = Ring(self.config.ring_dir / "container.ring")
-        self._ring.reload_if_changed()
-        return self._ring
+        return self._rings.get("container.ring")
 
     async def run_once(self) -> UpdaterReport:
         started = time.monotonic()
@@ -84,12 +82,7 @@ class ObjectUpdater:
         return report
 
     async def run_forever(self) -> None:
-        while True:  # never ends; each pass is bounded
-            try:
-                log.info("updater pass: %s", (await self.run_once()).as_dict())
-            except Exception:
-                log.exception("updater pass failed")
-            await self.clock.sleep(self.config.interval_s)
+        await run_passes("updater", self.run_once, self.clock, self.config.interval_s, log)
 
     async def _replay(self, limit: asyncio.Semaphore, client: BackendClient, ring: Ring,
                       path: str, report: UpdaterReport) -> None:  # fmt: skip
