@@ -2,7 +2,8 @@
 
 Public: :class:`ContainerRow`, :class:`AccountInfo`, :data:`SCHEMA`, :func:`initializer`,
 :func:`get_info`, :func:`put_account`, :func:`delete_account`, :func:`post_account`,
-:func:`merge_containers`, :func:`list_containers`, :func:`get_items`, :func:`policy_stats`.
+:func:`merge_containers`, :func:`list_containers`, :func:`get_items`, :func:`policy_stats`,
+:func:`merge_info`.
 
 Every function takes an open connection and runs on a disk thread (see :mod:`objectd.db`).
 
@@ -14,6 +15,15 @@ deleted when its delete is newer than its put and it is empty. Each field is a `
 total order (or a function of such maxima), so merging is idempotent and commutative: account
 replicas converge whatever order the reports arrive in. (Swift takes the last report to arrive,
 which is not order-independent.)
+
+Merging account info (replication, :func:`merge_info`): metadata per key, newest timestamp
+winning (:func:`objectd.db.merge_metadata_json`, as for containers); put, delete and
+status-change timestamps by max, ``created_at`` by min (Swift's ``merge_timestamps``). The status
+follows the merged timestamps: ``DELETED`` exactly when the newest delete is newer than the newest
+put, which :func:`delete_account` and :func:`put_account` keep true on every replica, so a delete
+that reached one replica reaches the others and a newer put wins over it (the newest
+``X-Timestamp`` wins). Every field is a max/min or a function of them: idempotent, commutative,
+associative.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import sqlite3
 import uuid
 from typing import NamedTuple
 
-from objectd.db import ZERO, update_metadata
+from objectd.db import ZERO, merge_metadata_json, update_metadata
 from objectd.listing import ListingParams, Subdir, list_entries
 from shoal.timestamp import Timestamp
 
@@ -305,3 +315,34 @@ def get_items(connection: sqlite3.Connection, since_rowid: int, count: int) -> l
     ).fetchall()
     keys = ("rowid", *ContainerRow._fields)
     return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def merge_info(connection: sqlite3.Connection, other: dict) -> None:
+    """Merge another replica's info into this one (see the module docstring).
+
+    Raises ValueError/TypeError/KeyError on a malformed ``other`` (nothing is changed)."""
+    put = Timestamp.parse(other.get("put_timestamp") or ZERO).internal
+    delete = Timestamp.parse(other.get("delete_timestamp") or ZERO).internal
+    status_changed = Timestamp.parse(other.get("status_changed_at") or ZERO).internal
+    created = other.get("created_at")
+    created = Timestamp.parse(created).internal if created else None
+    incoming_metadata = other.get("metadata") or "{}"
+
+    def work() -> None:
+        info = get_info(connection)
+        merged_put = max(info.put_timestamp, put)
+        merged_delete = max(info.delete_timestamp, delete)
+        connection.execute(
+            "UPDATE account_info SET created_at = ?, put_timestamp = ?, delete_timestamp = ?,"
+            " status_changed_at = ?, status = ?, metadata = ?",
+            (
+                min(info.created_at, created) if created else info.created_at,
+                merged_put,
+                merged_delete,
+                max(info.status_changed_at, status_changed),
+                "DELETED" if merged_delete > merged_put else "",
+                merge_metadata_json(info.metadata, incoming_metadata),
+            ),
+        )
+
+    _in_transaction(connection, work)

@@ -15,7 +15,7 @@ Public: :class:`AccountServer`.
   says the container is deleted; 404 if the account does not exist (accounts starting with
   ``auto_create_account_prefix`` are created).
 - ``POST /dev/part/a`` with ``X-Backend-Replicate: true``: replication ops ``merge_items``,
-  ``get_items``, ``get_info``.
+  ``get_items``, ``get_info``, ``merge_info`` (for the replicator).
 """
 
 from __future__ import annotations
@@ -174,6 +174,15 @@ class AccountServer:
             return web.json_response(
                 {field: getattr(info, field) for field in AccountInfo.__dataclass_fields__}
             )
+        if op == "merge_info":
+            info = body.get("info", {})
+            if not isinstance(info, dict):
+                raise BadRequest("merge_info takes an info object")
+            try:
+                await self.brokers.run(path.device, db_path, account_db.merge_info, info)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise BadRequest(f"bad info: {exc!r}") from None
+            return web.Response(status=204)
         raise BadRequest(f"unknown replication op {op!r}")
 
 

@@ -12,13 +12,15 @@ and every other primary of its partition (all primaries when this device is a ha
    replaced row gets a new ROWID, so "rows since n" is exact) are pushed in ``merge_items``
    batches of ``MERGE_ITEMS_MAX``; the peer merges them by timestamp. The sync point advances
    after each acknowledged batch and is kept in ``<hash>.db.sync`` (msgpack ``{peer key:
-   rowid}``, the peer key naming the node and the peer DB's id). Containers also push their
-   info (put/delete timestamps, metadata) with ``merge_info``.
+   rowid}``, the peer key naming the node and the peer DB's id).
+3. After the rows (a whole copy carries its info) the info is pushed with ``merge_info``:
+   put/delete timestamps, metadata (``X-*-Meta-*``, sysmeta) and, for accounts, the status;
+   the peer merges it field by field and key by key, newest timestamp winning
+   (:func:`objectd.container_db.merge_info`, :func:`objectd.account_db.merge_info`).
 
 Push only, like the object replicator: rows the peer has and we lack come with the peer's pass.
 A handoff database is removed once every primary acknowledged it. Work is bounded: at most
 ``concurrency`` databases at once; whole copies are paid for at ``io_bytes_per_s_max``.
-Known gap: account metadata is not replicated (the account server has no ``merge_info``).
 """
 
 from __future__ import annotations
@@ -210,13 +212,12 @@ class DatabaseReplicator:
             report.rows_pushed += len(rows)
             point = rows[-1]["rowid"]
             await asyncio.to_thread(_save_point, job.db_path, key, point)
-        if job.kind == "containers":
-            merged = await client.replicate_db(
-                node, job.partition, account, container, {"op": "merge_info", "info": info}
-            )
-            if not merged.ok:
-                report.peer_failures += 1
-                return False
+        merged = await client.replicate_db(
+            node, job.partition, account, container, {"op": "merge_info", "info": info}
+        )
+        if not merged.ok:
+            report.peer_failures += 1
+            return False
         return True
 
     async def _send_whole(self, node: dict[str, Any], job: _Job, account: str,
