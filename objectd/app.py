@@ -42,7 +42,7 @@ from objectd.limits import SENDFILE_THREADS_MAX
 from objectd.object_get import ObjectReader
 from objectd.object_headers import lowered
 from objectd.object_server import ObjectServer
-from objectd.replication_server import install as install_replication
+from objectd.replication_server import ReplicationOps, replication_op
 from shoal.log import trans_id
 
 log = logging.getLogger("objectd")
@@ -53,6 +53,7 @@ class Servers:
     objects: ObjectServer
     containers: ContainerServer
     accounts: AccountServer
+    replication: ReplicationOps
 
 
 SERVERS_KEY: web.AppKey[Servers] = web.AppKey("servers", Servers)
@@ -90,6 +91,7 @@ def build_app(config: ObjectdConfig) -> web.Application:
             ObjectServer(devices, layout, allowed, reader, updater, config.client_timeout_s),
             ContainerServer(devices, layout, brokers, client, config),
             AccountServer(devices, layout, brokers, config),
+            ReplicationOps(devices, layout),
         )
         rescan = asyncio.ensure_future(devices.rescan_forever())
         try:
@@ -105,7 +107,6 @@ def build_app(config: ObjectdConfig) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     app.router.add_route("*", "/{tail:.*}", _dispatch, expect_handler=_expect)
-    install_replication(app, config)  # object replication ops; marks suffixes stale on writes
     return app
 
 
@@ -122,8 +123,11 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         raw_path = request.raw_path
         if raw_path.startswith("/healthcheck"):
             return web.Response(text="OK")
-        path = parse_backend_path(raw_path)
         servers = request.app[SERVERS_KEY]
+        op = replication_op(request)
+        if op is not None:
+            return await servers.replication.serve(request, op)
+        path = parse_backend_path(raw_path)
         server_type = request.headers.get("X-Backend-Server-Type")
         if path.obj is not None:
             if server_type == "container":

@@ -53,6 +53,7 @@ class CachedReads:
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
         self.enabled = True  # cleared for good once the kernel refuses RWF_NOWAIT
+        self._how: dict[int, bytes] = {}  # open flags -> packed struct open_how
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         return self._openat2(path, flags | os.O_CLOEXEC)
@@ -83,7 +84,9 @@ class CachedReads:
         return bytes(buffer)
 
     def _openat2(self, path: str, flags: int) -> int:
-        how = _OPEN_HOW.pack(flags, 0, _RESOLVE_CACHED)
+        how = self._how.get(flags)
+        if how is None:
+            how = self._how[flags] = _OPEN_HOW.pack(flags, 0, _RESOLVE_CACHED)
         fd = self._syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), how, len(how))
         if fd >= 0:
             return fd

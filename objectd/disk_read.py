@@ -140,7 +140,8 @@ def read_state_cached(
     Raises:
         DeviceUnavailable: the device is missing or unmounted.
     """
-    devices.check(device)  # stat of the device root and its parent: always cached when in use
+    if devices.mount_check:  # files under an unmounted mount point must not be served
+        devices.check(device)  # stats of the device root and its parent: cached when in use
     try:
         try:
             names = reads.listdir(hash_dir)
@@ -148,6 +149,9 @@ def read_state_cached(
             names = []
         state = ObjectState(hash_dir, choose_files(names))
         if state.files.data is None:
+            # Without mount_check a found object proves the device is there (one stat less per
+            # GET); "not found" must still tell a missing object from a missing device (507).
+            devices.check(device)
             return state
         try:
             _read_data(reads, state, allowed, keep_open=keep_open, read_whole=read_whole)

@@ -10,7 +10,7 @@ from shoal.units import KiB, MiB
 
 # --- bodies -------------------------------------------------------------------------------------
 CHUNK_BYTES = 64 * KiB
-"""One network read or write of a body; also the read size of a response stream."""
+"""One network read or write of a body (response streams are relayed as received)."""
 
 SMALL_BODY_BYTES_MAX = 64 * KiB
 """A PUT body up to this size is read whole and written, fsynced and renamed in one thread hop;
