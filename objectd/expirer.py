@@ -4,16 +4,22 @@ Public: :class:`ObjectExpirer`, :class:`ExpirerReport`.
 
 objectd already hides an expired object (GET/HEAD answer 404); the expirer reclaims its space
 and removes its container row. Swift queues expiring objects in a hidden ``.expiring_objects``
-account; Shoal's expirer instead walks the local objects (the metadata trailer only, never the
-body), so nothing extra is written on the PUT path and no queue can drift from the data. Every
-primary's expirer finds the object; the deletes are idempotent.
+account; Shoal's expirer instead walks the local objects of every storage policy (``objects``,
+``objects-N``; the metadata trailer only, never the body), so nothing extra is written on the PUT
+path and no queue can drift from the data. Every primary's expirer finds the object; the deletes
+are idempotent.
 
-For an expired object ``/a/c/o`` the expirer sends ``DELETE`` to every primary of the object
-with ``X-Timestamp: <X-Delete-At>`` (so a newer PUT or POST wins over the expiry) and
-``X-If-Delete-At: <X-Delete-At>`` (so an object whose expiry was changed is left alone), plus
-``X-Container-Host/-Device/-Partition`` naming one container replica per object replica: the
-object servers remove the listing row as for any DELETE, saving an async pending if they must.
-At most ``expirer_batch_max`` objects are deleted per pass.
+For an expired object ``/a/c/o`` of policy N the expirer looks up its primaries in that policy's
+ring (``object.ring`` for 0, ``object-N.ring`` for N) and sends each a ``DELETE`` with
+``X-Backend-Storage-Policy-Index: N`` (so objectd writes the tombstone under ``objects-N`` and the
+container row it removes is the policy-N row), ``X-Timestamp: <X-Delete-At>`` (so a newer PUT or
+POST wins over the expiry), ``X-If-Delete-At: <X-Delete-At>`` (so an object whose expiry was
+changed is left alone) and ``X-Container-Host/-Device/-Partition`` naming one container replica
+per object replica: the object servers remove the listing row as for any DELETE, saving an async
+pending if they must. The objects of a policy with no ring file here are left alone (counted in
+``skipped_no_ring``, one warning per pass): without the ring their primaries are unknown, and
+an expirer on a node that has the ring deletes them. At most ``expirer_batch_max`` objects are
+deleted per pass.
 """
 
 from __future__ import annotations
@@ -27,12 +33,12 @@ from typing import Any
 
 from objectd.client import BackendClient, BackendError
 from objectd.daemon_config import DaemonConfig
-from objectd.daemon_loop import run_passes
+from objectd.daemon_loop import RingCache, run_passes
 from objectd.diskio import DiskIO
 from objectd.metadata import CorruptFile, choose_files, read_file
 from objectd.object_walk import take, walk_objects
 from objectd.rate_limit import RateLimiter
-from ring.ring import Ring
+from ring import Ring, ring_name
 from shoal.clock import Clock
 from shoal.timestamp import Timestamp
 
@@ -48,6 +54,7 @@ class ExpirerReport:
     deleted: int = 0
     failed: int = 0
     errors: int = 0
+    skipped_no_ring: int = 0
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,14 +67,13 @@ class ObjectExpirer:
         self.clock = clock or Clock()
         self.files_rate = RateLimiter(config.audit_files_per_s_max * 10, clock=self.clock)
         self.io = DiskIO()
+        self.rings = RingCache(config.ring_dir)
 
     async def run_once(self) -> ExpirerReport:
         started = time.monotonic()
         report = ExpirerReport()
-        ring_dir = self.config.ring_dir
-        object_ring, container_ring = await asyncio.to_thread(
-            lambda: (Ring(ring_dir / "object.ring"), Ring(ring_dir / "container.ring"))
-        )
+        container_ring = await asyncio.to_thread(self.rings.get, "container.ring")
+        object_rings: dict[int, Ring | None] = {}  # by policy, looked up once per pass
         walk = walk_objects(self.config.devices, mount_check=self.config.mount_check)
         client = BackendClient(
             connect_timeout_s=self.config.conn_timeout_s,
@@ -80,8 +86,15 @@ class ObjectExpirer:
                 batch := await asyncio.to_thread(take, walk, WALK_BATCH)
             ):
                 for location in batch:
-                    if location.policy != 0:
-                        continue  # policy rings other than 0 are not read by this expirer yet
+                    policy = location.policy
+                    if policy not in object_rings:
+                        object_rings[policy] = await asyncio.to_thread(
+                            self.rings.get_if_present, ring_name("object", policy)
+                        )
+                    object_ring = object_rings[policy]
+                    if object_ring is None:
+                        report.skipped_no_ring += 1
+                        continue
                     await self.files_rate.acquire(1)
                     report.objects_checked += 1
                     found = await asyncio.to_thread(self._expired, location.hash_dir, now)
@@ -89,12 +102,23 @@ class ObjectExpirer:
                         continue
                     report.expired += 1
                     name, delete_at = found
-                    if await self._delete(client, object_ring, container_ring, name, delete_at):
+                    if await self._delete(
+                        client, object_ring, container_ring, policy, name, delete_at
+                    ):
                         report.deleted += 1
                     else:
                         report.failed += 1
         finally:
             await client.close()
+        missing = sorted(policy for policy, ring in object_rings.items() if ring is None)
+        if missing:
+            log.warning(
+                "%d objects of policies %s not checked for expiry: no %s in %s",
+                report.skipped_no_ring,
+                missing,
+                ", ".join(ring_name("object", policy) for policy in missing),
+                self.config.ring_dir,
+            )
         report.duration_s = time.monotonic() - started
         return report
 
@@ -132,7 +156,7 @@ class ObjectExpirer:
         return metadata["name"], delete_at
 
     async def _delete(self, client: BackendClient, object_ring: Ring, container_ring: Ring,
-                      name: str, delete_at: str) -> bool:  # fmt: skip
+                      policy: int, name: str, delete_at: str) -> bool:  # fmt: skip
         account, container, obj = name[1:].split("/", 2)
         part, nodes = object_ring.get_nodes(account, container, obj)
         container_part, container_nodes = container_ring.get_nodes(account, container)
@@ -143,6 +167,7 @@ class ObjectExpirer:
             headers = {
                 "X-Timestamp": timestamp,
                 "X-If-Delete-At": delete_at,
+                "X-Backend-Storage-Policy-Index": str(policy),
                 "X-Container-Host": f"{target['ip']}:{target['port']}",
                 "X-Container-Device": target["device"],
                 "X-Container-Partition": str(container_part),
