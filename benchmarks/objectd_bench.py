@@ -18,12 +18,16 @@ What is compared, per object size and concurrency ``C``:
   PUT = MD5, write body + a metadata trailer to a temp file, fsync, makedirs, rename into a hash
   directory, fsync of that directory and of each parent it had to create. GET = listdir, open,
   read, MD5, close.
+- **HTTP floor** (GET only, with wrk): the raw loop's GET file work served by a bare aiohttp
+  handler in one process (``benchmarks/http_floor.py``), loaded like objectd. No server on this
+  HTTP stack can do the same file work faster, so floor/raw is the best GET ratio reachable here
+  and objectd/floor is what objectd's own work (metadata, checks, headers) costs.
 
 Every figure is a rate over ``--duration-s``; objectd and raw alternate ``--rounds`` times in
 ABBA order (a slow spell of a shared machine hits both) and the median is kept. The ratio
 objectd/raw is printed per case; the target of issue 3 is >= 0.5. For GETs served from the page
 cache the raw loop costs microseconds, so the GET ratio mostly prices one HTTP request.
-Results: a table on stdout and ``benchmarks/results/objectd_bench.json``.
+Results: a table and ``name=value`` lines on stdout, and ``benchmarks/results/objectd_bench.json``.
 """
 
 from __future__ import annotations
@@ -133,6 +137,27 @@ class Objectd:
             if self.process.poll() is not None:
                 break
         raise RuntimeError(f"objectd did not start: {(self.root / 'objectd.log').read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class HttpFloor:
+    """``benchmarks/http_floor.py`` on the raw loop's directory: its GET file work behind a bare
+    aiohttp handler, started per object size (it answers that many bytes)."""
+
+    def __init__(self, devices: Path, body_bytes: int):
+        script = Path(__file__).resolve().parent / "http_floor.py"
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), str(devices), str(body_bytes)], stdout=subprocess.PIPE
+        )
+        assert self.process.stdout is not None
+        match = re.search(r"listening on port (\d+)", self.process.stdout.readline().decode())
+        if not match:
+            self.stop()
+            raise RuntimeError("the HTTP floor server did not start")
+        self.port = int(match.group(1))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -331,6 +356,10 @@ class Bench:
     def raw_rate(self, op: str, size: int, prefix: str, concurrency: int) -> float:
         return _raw_load(self.disk, op, size, prefix, concurrency, self.duration_s)
 
+    def floor_get_rate(self, floor: HttpFloor, prefix: str, concurrency: int) -> float:
+        args = [prefix, str(GET_SET_OBJECTS)]
+        return _wrk(floor.port, self.scripts / "get.lua", args, concurrency, self.duration_s)
+
     def case(self, size: int, concurrency: int, rounds: int) -> dict:
         """Alternate objectd and raw ``rounds`` times (ABBA), keep the medians."""
         get_prefix = f"get-{uuid.uuid4().hex[:8]}"
@@ -339,16 +368,25 @@ class Bench:
         for index in range(1, GET_SET_OBJECTS + 1):
             self.disk.put(index, f"{get_prefix}-{index}", raw_body)
         rates: dict[str, list[float]] = {
-            key: [] for key in ("objectd_put", "raw_put", "objectd_get", "raw_get")
+            key: [] for key in ("objectd_put", "raw_put", "objectd_get", "raw_get", "floor_get")
         }
-        for index in range(rounds):
-            sides = [("objectd", self.objectd_rate), ("raw", self.raw_rate)]
-            if index % 2:
-                sides.reverse()
-            for op in ("PUT", "GET"):
-                for label, rate in sides:
-                    prefix = f"put-{uuid.uuid4().hex[:8]}" if op == "PUT" else get_prefix
-                    rates[f"{label}_{op.lower()}"].append(rate(op, size, prefix, concurrency))
+        floor = HttpFloor(self.disk.layout.devices, size) if self.client == "wrk" else None
+        try:
+            for index in range(rounds):
+                sides = [("objectd", self.objectd_rate), ("raw", self.raw_rate)]
+                if index % 2:
+                    sides.reverse()
+                for op in ("PUT", "GET"):
+                    for label, rate in sides:
+                        prefix = f"put-{uuid.uuid4().hex[:8]}" if op == "PUT" else get_prefix
+                        rates[f"{label}_{op.lower()}"].append(rate(op, size, prefix, concurrency))
+                if floor is not None:
+                    rates["floor_get"].append(self.floor_get_rate(floor, get_prefix, concurrency))
+        finally:
+            if floor is not None:
+                floor.stop()
+        if not rates["floor_get"]:
+            rates["floor_get"] = [float("nan")]  # --client python: no wrk to load the floor
         medians = {key: statistics.median(values) for key, values in rates.items()}
         return {
             "size_bytes": size,
@@ -359,6 +397,9 @@ class Bench:
             "objectd_get_ops_s": round(medians["objectd_get"], 1),
             "raw_get_ops_s": round(medians["raw_get"], 1),
             "get_ratio": round(medians["objectd_get"] / medians["raw_get"], 3),
+            "floor_get_ops_s": round(medians["floor_get"], 1),
+            "floor_get_ratio": round(medians["floor_get"] / medians["raw_get"], 3),
+            "objectd_get_of_floor": round(medians["objectd_get"] / medians["floor_get"], 3),
             "samples": {key: [round(v, 1) for v in values] for key, values in rates.items()},
         }
 
@@ -366,7 +407,8 @@ class Bench:
 def _print_table(rows: list[dict], client: str) -> None:
     print(f"objectd (load from {client}) vs raw file loop; ops/s, median of rounds")
     header = f"{'size':>6} {'C':>3} | {'objectd PUT/s':>13} {'raw PUT/s':>10} {'ratio':>6} | "
-    header += f"{'objectd GET/s':>13} {'raw GET/s':>10} {'ratio':>6}"
+    header += f"{'objectd GET/s':>13} {'raw GET/s':>10} {'ratio':>6} | "
+    header += f"{'floor GET/s':>11} {'floor/raw':>9} {'objectd/floor':>13}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -375,8 +417,23 @@ def _print_table(rows: list[dict], client: str) -> None:
             f"{size:>6} {row['concurrency']:>3} | {row['objectd_put_ops_s']:>13.0f} "
             f"{row['raw_put_ops_s']:>10.0f} {row['put_ratio']:>6.2f} | "
             f"{row['objectd_get_ops_s']:>13.0f} {row['raw_get_ops_s']:>10.0f} "
-            f"{row['get_ratio']:>6.2f}"
+            f"{row['get_ratio']:>6.2f} | {row['floor_get_ops_s']:>11.0f} "
+            f"{row['floor_get_ratio']:>9.2f} {row['objectd_get_of_floor']:>13.2f}"
         )
+    print(
+        "floor = the raw loop's GET file work behind a bare aiohttp handler "
+        "(benchmarks/http_floor.py), same client"
+    )
+
+
+def _emit(rows: list[dict]) -> None:
+    """``name=value`` lines, one per figure, for scripts."""
+    for row in rows:
+        size = "4k" if row["size_bytes"] == 4 * KiB else f"{row['size_bytes'] // MiB}m"
+        case = f"{size}_c{row['concurrency']}"
+        for key, value in row.items():
+            if key not in ("size_bytes", "concurrency", "samples"):
+                print(f"{key.replace('_ops_s', '')}_{case}={value}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         objectd.stop()
         shutil.rmtree(root, ignore_errors=True)
     _print_table(rows, args.client)
+    print()
+    _emit(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {"cases": rows, "args": {key: str(value) for key, value in vars(args).items()}}
     RESULTS.write_text(json.dumps(report, indent=2))
