@@ -228,9 +228,13 @@ class ContainerServer:
             info = await self.brokers.run(path.device, db_path, container_db.get_info)
             return web.json_response(_info_dict(info))
         if op == "merge_info":
-            await self.brokers.run(
-                path.device, db_path, container_db.merge_info, body.get("info", {})
-            )
+            info = body.get("info", {})
+            if not isinstance(info, dict):
+                raise BadRequest("merge_info takes an info object")
+            try:
+                await self.brokers.run(path.device, db_path, container_db.merge_info, info)
+            except (KeyError, ValueError, TypeError) as exc:  # a peer's bad info: nothing merged
+                raise BadRequest(f"bad info: {exc!r}") from None
             return web.Response(status=204)
         raise BadRequest(f"unknown replication op {op!r}")
 

@@ -304,6 +304,34 @@ def test_replicate_merge_items_and_get_items(objectd, unique):
     assert info["object_count"] == 1 and info["container"] == unique
 
 
+@pytest.mark.parametrize(
+    "info",
+    [
+        ["not", "an", "object"],
+        {"put_timestamp": "yesterday"},
+        {"delete_timestamp": 17.5e20},
+        {"metadata": "{not json"},
+        {"metadata": '{"X-Container-Meta-K": 5}'},
+    ],
+)
+@pytest.mark.parametrize("kind", ["container", "account"])
+def test_replicate_merge_info_with_a_bad_info_is_400_and_changes_nothing(
+    objectd, unique, kind, info
+):
+    account = f"AUTH_{unique}"
+    assert objectd.request("PUT", f"/sda/3/{account}", headers={"X-Timestamp": ts()}).ok
+    path = f"/sda/3/{account}"
+    if kind == "container":
+        _make_container(objectd, account, unique, **{"X-Container-Meta-Color": "red"})
+        path = _c(account, unique)
+    before = objectd.request("POST", path, headers=REPLICATE, data=json.dumps({"op": "get_info"}))
+    body = json.dumps({"op": "merge_info", "info": info})
+    answer = objectd.request("POST", path, headers=REPLICATE, data=body)
+    assert answer.status_code == 400, answer.text
+    after = objectd.request("POST", path, headers=REPLICATE, data=json.dumps({"op": "get_info"}))
+    assert after.json() == before.json()
+
+
 def test_missing_timestamp_on_database_writes_is_400(objectd, unique):
     assert objectd.request("PUT", _c("AUTH_x", unique)).status_code == 400
     assert objectd.request("PUT", f"/sda/3/AUTH_{unique}").status_code == 400
