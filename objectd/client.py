@@ -431,7 +431,10 @@ class BackendClient:
                 auto_decompress=False,  # objects stored gzip-encoded are served as stored
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": self._user_agent},
-                skip_auto_headers=("Accept-Encoding",),
+                # aiohttp would add "Content-Type: application/octet-stream" to every POST/PUT
+                # without one: an object POST that only sets metadata would then replace the
+                # object's Content-Type (Swift keeps it unless the POST names one).
+                skip_auto_headers=("Accept-Encoding", "Content-Type"),
                 request_class=_AbortableRequest,
             )
         return self._session

@@ -75,6 +75,27 @@ def test_put_get_head_post_delete(objectd, unique):
     _run(scenario())
 
 
+def test_a_post_without_content_type_keeps_the_objects_content_type(objectd, unique):
+    """The client must not add a Content-Type of its own (aiohttp does, for POST and PUT): the
+    object server would take it as the POST's and replace the stored one."""
+
+    async def scenario():
+        async with BackendClient() as client:
+            node = _node(objectd)
+            headers = object_put_headers(**{"Content-Type": "text/x-kept"})
+            put = await client.put_object(node, 4, "AUTH_cl", "c", unique, headers, b"body")
+            assert put.status == 201
+            post = await client.post_object(
+                node, 4, "AUTH_cl", "c", unique, {"X-Timestamp": ts(), "X-Object-Meta-K": "v"}
+            )
+            assert post.status == 202
+            head = await client.head_object(node, 4, "AUTH_cl", "c", unique)
+            assert head.headers["Content-Type"] == "text/x-kept"
+            assert head.headers["X-Object-Meta-K"] == "v"
+
+    _run(scenario())
+
+
 def test_put_from_an_async_iterable_is_chunked(objectd, unique):
     async def body():
         for _ in range(5):
