@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from objectd.client import BackendError, BackendStream
-from proxy import limits
+from proxy import dlo, limits
 from proxy.cluster import Cluster, is_node_failure
 from proxy.container_info import backend_headers, container_info
 from proxy.context import RequestContext
@@ -162,6 +162,8 @@ async def _first_stream(cluster: Cluster, part: int, path: SwiftPath, headers: d
 
 def _request_headers(ctx: RequestContext, policy_index: int) -> dict[str, str]:
     headers = backend_headers({"X-Backend-Storage-Policy-Index": str(policy_index)})
+    if dlo.serves_manifest(ctx.request):  # a manifest's Range applies to its segments
+        headers.update(dlo.IGNORE_RANGE_HEADERS)
     for name in _PASSED_HEADERS:
         value = ctx.request.headers.get(name)
         if value is not None:
@@ -222,6 +224,10 @@ async def handle_object_get(ctx: RequestContext) -> web.StreamResponse:
     if opened is None:
         raise SwiftError(404)
     stream = opened.stream
+    manifest = dlo.manifest_of(stream.headers) if dlo.serves_manifest(ctx.request) else None
+    if manifest is not None and stream.status in (200, 304, 412):  # conditions are the DLO's
+        opened.close()
+        return await dlo.respond(ctx, stream.headers, *manifest)
     headers = client_headers(stream.headers)
     length = int(stream.headers.get("Content-Length", "-1"))
     try:
@@ -286,6 +292,9 @@ async def _head(ctx: RequestContext) -> web.StreamResponse:
         raise SwiftError(503)
     if answer.status == 404:
         raise SwiftError(404)
+    manifest = dlo.manifest_of(answer.headers) if dlo.serves_manifest(ctx.request) else None
+    if manifest is not None and answer.status in (200, 304, 412):
+        return await dlo.respond(ctx, answer.headers, *manifest)
     out = client_headers(answer.headers)
     out["Content-Length"] = answer.headers.get("Content-Length", "0")
     return web.Response(status=answer.status, headers=out)

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import HttpVersion11, web
 
 from objectd.client import BackendError, BackendResponse, ObjectPutter
-from proxy import limits
+from proxy import dlo, limits
 from proxy.cluster import best_status, gather_quorum, is_node_failure, node_key, quorum_size
 from proxy.container_info import backend_headers, container_info
 from proxy.context import RequestContext
@@ -142,6 +142,7 @@ async def handle_object_put(ctx: RequestContext) -> web.StreamResponse:
     content_length = content_length_of(headers)
     assert ctx.path.obj is not None
     check_metadata(headers, "object")
+    dlo.check_manifest_header(headers.get(dlo.MANIFEST_HEADER))
     metadata = object_backend_headers(headers)
     metadata["Content-Type"] = _content_type(headers, ctx.path.obj)
     at = delete_at(headers)

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import dlo
 from proxy.cluster import best_status
 from proxy.container_info import backend_headers, container_info
 from proxy.context import RequestContext
@@ -55,6 +56,7 @@ async def _send_all(ctx: RequestContext, method: str, extra: dict[str, str]) -> 
 async def handle_object_post(ctx: RequestContext) -> web.StreamResponse:
     headers = ctx.request.headers
     check_metadata(headers, "object")
+    dlo.check_manifest_header(headers.get(dlo.MANIFEST_HEADER))
     extra = object_backend_headers(headers)
     at = delete_at(headers)
     if at is not None:

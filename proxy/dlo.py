@@ -1,0 +1,233 @@
+"""Dynamic large objects (Swift's DLO): one object made of the objects under a prefix.
+
+Public: :func:`manifest_of`, :func:`check_manifest_header`, :func:`serves_manifest`,
+:func:`respond`, :data:`MANIFEST_HEADER`, :data:`IGNORE_RANGE_HEADERS`, :data:`MAX_GET_TIME_S`.
+
+A manifest is an ordinary object (usually empty) stored with ``X-Object-Manifest:
+<container>/<prefix>``. A GET or HEAD of it (without ``?multipart-manifest=get``) answers, as
+Swift's ``dlo`` middleware does:
+
+- the body: the objects of ``<container>`` whose names start with ``<prefix>``, concatenated in
+  listing order (listed when the request arrives, so segments uploaded since show up);
+- ``Content-Length``: the sum of their sizes; ``ETag``: the MD5 of their ETags concatenated, in
+  quotes (the form clients such as python-swiftclient and rclone check);
+- the manifest's own ``Content-Type``, metadata and ``Last-Modified``;
+- conditional requests evaluated against that ETag and ``Last-Modified``; a single ``Range``
+  answered 206 from the segments it covers (several ranges: the whole object, 200).
+
+Reading the segments needs read access to their container, checked as for any request of the
+same user. A segment that is missing, or shorter or longer than the listing said, cuts the
+response short (the client sees a truncated body, never a wrong complete one), as does serving
+for longer than ``MAX_GET_TIME_S``. The proxy asks objectd to ignore ``Range`` for objects that
+carry ``X-Object-Manifest`` (``IGNORE_RANGE_HEADERS``), so a ranged GET of a manifest reaches
+this module instead of failing with 416 on the empty manifest.
+
+Not done, as in the issue that owns it (API features): COPY of a manifest copies the manifest
+(the copy reads the same segments) where Swift copies the concatenated content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from objectd.conditions import conditional_status, range_applies
+from objectd.ranges import content_range, parse_range, resolve_ranges
+from proxy import limits
+from proxy.container_info import backend_headers
+from proxy.context import RequestContext
+from proxy.errors import SwiftError
+from proxy.headers import client_headers
+from proxy.routing import SwiftPath
+from shoal.timestamp import Timestamp
+
+log = logging.getLogger("proxy")
+
+MANIFEST_HEADER = "X-Object-Manifest"
+MAX_GET_TIME_S = 86_400  # Swift's dlo max_get_time: a GET serving segments longer than this ends
+IGNORE_RANGE_HEADERS = {"X-Backend-Ignore-Range-If-Metadata-Present": MANIFEST_HEADER}
+_BAD_MANIFEST = "X-Object-Manifest must be in the format container/prefix"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Segment:
+    name: str
+    size: int
+    etag: str
+
+
+def check_manifest_header(value: str | None) -> None:
+    """Refuse (400, Swift's message) a PUT whose ``X-Object-Manifest`` is not
+    ``<container>/<prefix>``."""
+    if value is None:
+        return
+    container, _, prefix = value.partition("/")  # Swift checks the value as sent
+    if not container or not prefix or "?" in value or "&" in value or prefix.startswith("/"):
+        raise SwiftError(400, _BAD_MANIFEST)
+
+
+def manifest_of(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(container, prefix)`` of a manifest's stored header, None for an ordinary object."""
+    value = headers.get(MANIFEST_HEADER)
+    if not value:
+        return None
+    container, slash, prefix = unquote(value).partition("/")
+    if not slash or not container:
+        return None  # stored before validation existed: serve the object as it is
+    return container, prefix
+
+
+def serves_manifest(request: web.Request) -> bool:
+    """Whether a GET/HEAD of a manifest should answer its segments (not the manifest itself)."""
+    return request.query.get("multipart-manifest", "").lower() != "get"
+
+
+async def respond(
+    ctx: RequestContext, manifest_headers: Mapping[str, str], container: str, prefix: str
+) -> web.StreamResponse:
+    """The answer to a GET or HEAD of the manifest whose stored headers are ``manifest_headers``.
+
+    Raises:
+        SwiftError: 401/403 without read access to the segments' container, 503 when no
+            container server answers the listing.
+    """
+    request = ctx.request
+    segments_path = SwiftPath(ctx.path.version, ctx.path.account, container, None)
+    await ctx.authorize("GET", segments_path)
+    segments = await _list_segments(ctx, container, prefix)
+    total = sum(segment.size for segment in segments)
+    etag = hashlib.md5("".join(segment.etag for segment in segments).encode()).hexdigest()
+    headers = client_headers(manifest_headers)
+    headers.popall("Content-Length", None)
+    headers.popall("Content-Range", None)
+    headers["ETag"] = f'"{etag}"'
+    last_modified_s = _last_modified_s(manifest_headers)
+    status = conditional_status(request.headers, etag, last_modified_s)
+    if status is not None:
+        return web.Response(status=status, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(total)
+        return web.Response(status=200, headers=headers)
+    start, stop, status = 0, total, 200
+    specs = parse_range(request.headers.get("Range"))
+    if specs is not None and range_applies(request.headers, etag, last_modified_s):
+        ranges = resolve_ranges(specs, total)
+        if ranges == []:
+            headers["Content-Range"] = f"bytes */{total}"
+            return web.Response(status=416, headers=headers, text="Requested Range Not Satisfiable")
+        if ranges is not None and len(ranges) == 1:
+            (start, stop), status = ranges[0], 206
+            headers["Content-Range"] = content_range(start, stop, total)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = stop - start
+    await response.prepare(request)
+    if await _send_segments(ctx, response, container, segments, start, stop):
+        await response.write_eof()
+    elif request.transport is not None:
+        request.transport.abort()  # the status line is out: a short body says it failed
+    return response
+
+
+async def _send_segments(
+    ctx: RequestContext,
+    response: web.StreamResponse,
+    container: str,
+    segments: list[Segment],
+    start: int,
+    stop: int,
+) -> bool:
+    """Write bytes ``[start, stop)`` of the concatenation; False if it had to stop short."""
+    from proxy.object_get import open_object  # object_get imports this module
+
+    deadline = time.monotonic() + MAX_GET_TIME_S
+    offset = 0
+    for segment in segments:
+        first, end = offset, offset + segment.size
+        offset = end
+        low, high = max(start, first), min(stop, end)
+        if low >= high:
+            continue
+        if time.monotonic() > deadline:
+            log.error("DLO GET %s: longer than %d s, cut", ctx.path, MAX_GET_TIME_S)
+            return False
+        headers = backend_headers()
+        if (low, high) != (first, end):
+            headers["Range"] = f"bytes={low - first}-{high - first - 1}"
+        path = SwiftPath(ctx.path.version, ctx.path.account, container, segment.name)
+        opened = await open_object(ctx, path, headers)
+        if opened is None or opened.stream.status not in (200, 206):
+            log.error("DLO GET %s: segment %s is gone, cut", ctx.path, segment.name)
+            if opened is not None:
+                opened.close()
+            return False
+        sent = 0
+        try:
+            async for chunk in opened.chunks():
+                sent += len(chunk)
+                if sent > high - low:
+                    break
+                await response.write(chunk)
+        except SwiftError:
+            return False
+        except Exception as exc:  # a replica failed and none could finish the segment
+            log.error("DLO GET %s: segment %s failed: %r", ctx.path, segment.name, exc)
+            return False
+        finally:
+            opened.close()
+        if sent != high - low:
+            log.error(
+                "DLO GET %s: segment %s has %d bytes where the listing said %d, cut",
+                ctx.path, segment.name, sent, high - low,
+            )  # fmt: skip
+            return False
+    return True
+
+
+async def _list_segments(ctx: RequestContext, container: str, prefix: str) -> list[Segment]:
+    """Every object of ``container`` under ``prefix``, in name order (all listing pages)."""
+    cluster, account = ctx.cluster, ctx.path.account
+    part, nodes = cluster.container_ring.get_nodes(account, container)
+    segments: list[Segment] = []
+    marker = ""
+    while True:
+        query = {"format": "json", "prefix": prefix, "marker": marker,
+                 "limit": str(limits.CONTAINER_LISTING_LIMIT)}  # fmt: skip
+
+        async def send(dev: dict[str, Any], _index: int, query: dict[str, str] = query):
+            return await cluster.client.request(
+                "GET", dev, part, account, container, headers=backend_headers(), query=query
+            )
+
+        answer = await cluster.read_one(cluster.container_ring, part, nodes, send)
+        if answer is None:
+            raise SwiftError(503)
+        if answer.status == 404:
+            return segments  # no segment container: an empty object, as in Swift
+        if not answer.ok:
+            raise SwiftError(503)
+        page = json.loads(answer.body or b"[]")
+        segments.extend(
+            Segment(item["name"], int(item["bytes"]), item["hash"])
+            for item in page
+            if "name" in item
+        )
+        if len(page) < limits.CONTAINER_LISTING_LIMIT:
+            return segments
+        marker = page[-1].get("name") or page[-1].get("subdir")  # names only grow: it ends
+
+
+def _last_modified_s(headers: Mapping[str, str]) -> int:
+    stamp = headers.get("X-Backend-Timestamp") or headers.get("X-Timestamp") or "0"
+    try:
+        ticks = Timestamp.parse(stamp).ticks
+    except ValueError:
+        return 0
+    return -(-ticks // 100_000)
