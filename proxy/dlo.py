@@ -1,7 +1,9 @@
 """Dynamic large objects (Swift's DLO): one object made of the objects under a prefix.
 
 Public: :func:`manifest_of`, :func:`check_manifest_header`, :func:`serves_manifest`,
-:func:`respond`, :data:`MANIFEST_HEADER`, :data:`IGNORE_RANGE_HEADERS`, :data:`MAX_GET_TIME_S`.
+:func:`respond`, :func:`open_large_object`, :func:`chunks`, :class:`LargeObject`,
+:class:`SegmentError`, :data:`MANIFEST_HEADER`, :data:`IGNORE_RANGE_HEADERS`,
+:data:`MAX_GET_TIME_S`.
 
 A manifest is an ordinary object (usually empty) stored with ``X-Object-Manifest:
 <container>/<prefix>``. A GET or HEAD of it (without ``?multipart-manifest=get``) answers, as
@@ -22,8 +24,8 @@ for longer than ``MAX_GET_TIME_S``. The proxy asks objectd to ignore ``Range`` f
 carry ``X-Object-Manifest`` (``IGNORE_RANGE_HEADERS``), so a ranged GET of a manifest reaches
 this module instead of failing with 416 on the empty manifest.
 
-Not done, as in the issue that owns it (API features): COPY of a manifest copies the manifest
-(the copy reads the same segments) where Swift copies the concatenated content.
+COPY of a manifest (:mod:`proxy.object_copy`) copies the concatenated content into an ordinary
+object, as Swift does; with ``?multipart-manifest=get`` it copies the manifest itself.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
+from objectd.client import BackendError
 from objectd.conditions import conditional_status, range_applies
 from objectd.ranges import content_range, parse_range, resolve_ranges
 from proxy import limits
@@ -90,21 +93,53 @@ def serves_manifest(request: web.Request) -> bool:
     return request.query.get("multipart-manifest", "").lower() != "get"
 
 
+class SegmentError(Exception):
+    """A segment could not be read as listed: missing, another size, or too slow overall."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LargeObject:
+    """A manifest's segments as listed now, with the size and ETag they make together."""
+
+    account: str
+    container: str
+    segments: list[Segment]
+
+    @property
+    def size(self) -> int:
+        return sum(segment.size for segment in self.segments)
+
+    @property
+    def etag(self) -> str:
+        """Unquoted: the MD5 of the segments' ETags, concatenated in order."""
+        return hashlib.md5("".join(s.etag for s in self.segments).encode()).hexdigest()
+
+
+async def open_large_object(
+    ctx: RequestContext, account: str, container: str, prefix: str
+) -> LargeObject:
+    """List the segments of ``<account>/<container>/<prefix>``, after checking the user may
+    read them (the account is the manifest's).
+
+    Raises:
+        SwiftError: 401/403 without read access to the segments' container, 503 when no
+            container server answers the listing.
+    """
+    await ctx.authorize("GET", SwiftPath(ctx.path.version, account, container, None))
+    return LargeObject(account, container, await _list_segments(ctx, account, container, prefix))
+
+
 async def respond(
     ctx: RequestContext, manifest_headers: Mapping[str, str], container: str, prefix: str
 ) -> web.StreamResponse:
     """The answer to a GET or HEAD of the manifest whose stored headers are ``manifest_headers``.
 
     Raises:
-        SwiftError: 401/403 without read access to the segments' container, 503 when no
-            container server answers the listing.
+        SwiftError: as :func:`open_large_object`.
     """
     request = ctx.request
-    segments_path = SwiftPath(ctx.path.version, ctx.path.account, container, None)
-    await ctx.authorize("GET", segments_path)
-    segments = await _list_segments(ctx, container, prefix)
-    total = sum(segment.size for segment in segments)
-    etag = hashlib.md5("".join(segment.etag for segment in segments).encode()).hexdigest()
+    large = await open_large_object(ctx, ctx.path.account, container, prefix)
+    total, etag = large.size, large.etag
     headers = client_headers(manifest_headers)
     headers.popall("Content-Length", None)
     headers.popall("Content-Range", None)
@@ -129,71 +164,74 @@ async def respond(
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = stop - start
     await response.prepare(request)
-    if await _send_segments(ctx, response, container, segments, start, stop):
-        await response.write_eof()
-    elif request.transport is not None:
-        request.transport.abort()  # the status line is out: a short body says it failed
+    try:
+        async for chunk in chunks(ctx, large, start, stop):
+            await response.write(chunk)
+    except SegmentError as exc:
+        log.error("DLO GET %s: %s; the response is cut short", ctx.path, exc)
+        if request.transport is not None:
+            request.transport.abort()  # the status line is out: a short body says it failed
+        return response
+    await response.write_eof()
     return response
 
 
-async def _send_segments(
-    ctx: RequestContext,
-    response: web.StreamResponse,
-    container: str,
-    segments: list[Segment],
-    start: int,
-    stop: int,
-) -> bool:
-    """Write bytes ``[start, stop)`` of the concatenation; False if it had to stop short."""
+async def chunks(
+    ctx: RequestContext, large: LargeObject, start: int = 0, stop: int | None = None
+) -> AsyncIterator[bytes]:
+    """Bytes ``[start, stop)`` of the concatenation, segment after segment.
+
+    Raises:
+        SegmentError: a segment is missing, has another size than listed, or the whole read
+            took longer than ``MAX_GET_TIME_S``.
+    """
     from proxy.object_get import open_object  # object_get imports this module
 
+    stop = large.size if stop is None else stop
     deadline = time.monotonic() + MAX_GET_TIME_S
     offset = 0
-    for segment in segments:
+    for segment in large.segments:
         first, end = offset, offset + segment.size
         offset = end
         low, high = max(start, first), min(stop, end)
         if low >= high:
             continue
         if time.monotonic() > deadline:
-            log.error("DLO GET %s: longer than %d s, cut", ctx.path, MAX_GET_TIME_S)
-            return False
+            raise SegmentError(f"longer than {MAX_GET_TIME_S} s")
         headers = backend_headers()
         if (low, high) != (first, end):
             headers["Range"] = f"bytes={low - first}-{high - first - 1}"
-        path = SwiftPath(ctx.path.version, ctx.path.account, container, segment.name)
-        opened = await open_object(ctx, path, headers)
+        path = SwiftPath(ctx.path.version, large.account, large.container, segment.name)
+        try:
+            opened = await open_object(ctx, path, headers)
+        except SwiftError as exc:
+            raise SegmentError(f"segment {segment.name}: {exc.status}") from None
         if opened is None or opened.stream.status not in (200, 206):
-            log.error("DLO GET %s: segment %s is gone, cut", ctx.path, segment.name)
             if opened is not None:
                 opened.close()
-            return False
+            raise SegmentError(f"segment {segment.name} is gone")
         sent = 0
         try:
             async for chunk in opened.chunks():
                 sent += len(chunk)
                 if sent > high - low:
                     break
-                await response.write(chunk)
-        except SwiftError:
-            return False
-        except Exception as exc:  # a replica failed and none could finish the segment
-            log.error("DLO GET %s: segment %s failed: %r", ctx.path, segment.name, exc)
-            return False
+                yield chunk
+        except BackendError as exc:
+            raise SegmentError(f"segment {segment.name}: {exc}") from None
         finally:
             opened.close()
         if sent != high - low:
-            log.error(
-                "DLO GET %s: segment %s has %d bytes where the listing said %d, cut",
-                ctx.path, segment.name, sent, high - low,
-            )  # fmt: skip
-            return False
-    return True
+            raise SegmentError(
+                f"segment {segment.name} has {sent} bytes where the listing said {high - low}"
+            )
 
 
-async def _list_segments(ctx: RequestContext, container: str, prefix: str) -> list[Segment]:
+async def _list_segments(
+    ctx: RequestContext, account: str, container: str, prefix: str
+) -> list[Segment]:
     """Every object of ``container`` under ``prefix``, in name order (all listing pages)."""
-    cluster, account = ctx.cluster, ctx.path.account
+    cluster = ctx.cluster
     part, nodes = cluster.container_ring.get_nodes(account, container)
     segments: list[Segment] = []
     marker = ""

@@ -10,11 +10,12 @@ true``, the source's metadata is kept and the request's headers are laid over it
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from proxy import limits
+from proxy import dlo, limits
 from proxy.container_info import backend_headers
 from proxy.context import RequestContext
 from proxy.errors import SwiftError
@@ -24,6 +25,8 @@ from proxy.object_put import put_object
 from proxy.routing import SwiftPath
 
 _TRUE = ("true", "1", "yes", "on", "t", "y")
+
+log = logging.getLogger("proxy")
 
 
 def _split(value: str, header: str) -> tuple[str, str]:
@@ -67,6 +70,11 @@ async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> we
         if stream.status != 200:
             raise SwiftError(stream.status)
         length = int(stream.headers.get("Content-Length", "0"))
+        manifest = dlo.manifest_of(stream.headers) if dlo.serves_manifest(ctx.request) else None
+        large = None
+        if manifest is not None:  # a DLO: copy its content into an ordinary object, as Swift
+            large = await dlo.open_large_object(ctx, source.account, *manifest)
+            length = large.size
         if length > limits.MAX_FILE_SIZE:
             raise SwiftError(413, "Your request is too large.")
         metadata: dict[str, str] = {}
@@ -75,6 +83,8 @@ async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> we
             metadata["Content-Type"] = stream.headers.get(
                 "Content-Type", "application/octet-stream"
             )
+            if large is not None:
+                metadata.pop(dlo.MANIFEST_HEADER, None)
         metadata.update(object_backend_headers(request_headers))
         if "Content-Type" in request_headers:
             metadata["Content-Type"] = request_headers["Content-Type"]
@@ -82,8 +92,17 @@ async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> we
         at = delete_at(request_headers)
         if at is not None:
             metadata["X-Delete-At"] = at
-        body = await stream.read() if length <= limits.SMALL_PUT_BYTES_MAX else opened.chunks()
-        status, answer, timestamp = await put_object(ctx, target, metadata, body, length)
+        if large is not None:
+            body = dlo.chunks(ctx, large)
+        elif length <= limits.SMALL_PUT_BYTES_MAX:
+            body = await stream.read()
+        else:
+            body = opened.chunks()
+        try:
+            status, answer, timestamp = await put_object(ctx, target, metadata, body, length)
+        except dlo.SegmentError as exc:
+            log.error("COPY from the DLO %s failed: %s", source, exc)
+            raise SwiftError(503) from None
         return web.Response(
             status=status,
             headers={

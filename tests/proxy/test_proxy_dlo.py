@@ -125,3 +125,27 @@ def test_reading_needs_access_to_the_segments_container(aio: AioCluster, dlo):
     assert denied.value.http_status == 403
     owner.post_container(segs, {"X-Container-Read": "test2:tester2"})
     assert swiftclient.get_object(owner_url, token, c, "m")[1] == b"".join(parts)
+
+
+def test_copy_of_a_manifest_copies_the_content(swift: swiftclient.Connection, dlo):
+    """As Swift: the copy is an ordinary object with the bytes, which outlives the segments;
+    with ``multipart-manifest=get`` the manifest itself is copied."""
+    c, segs, parts, _ = dlo
+    whole = b"".join(parts)
+    swift.copy_object(c, "m", f"/{c}/whole")
+    url, token = swift.get_auth()
+    answer = requests.request(
+        "COPY",
+        f"{url}/{c}/m?multipart-manifest=get",
+        headers={"X-Auth-Token": token, "Destination": f"{c}/manifest-copy"},
+    )
+    assert answer.status_code == 201, answer.text
+    copied = swift.head_object(c, "whole")
+    assert "x-object-manifest" not in copied
+    assert copied["etag"] == hashlib.md5(whole).hexdigest()
+    assert copied["x-object-meta-kind"] == "dlo"
+    assert swift.head_object(c, "manifest-copy")["x-object-manifest"] == f"{segs}/p/"
+    for name in ("p/00", "p/01", "p/02"):
+        swift.delete_object(segs, name)
+    assert swift.get_object(c, "whole")[1] == whole
+    assert swift.get_object(c, "manifest-copy")[1] == b""
