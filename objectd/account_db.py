@@ -17,7 +17,7 @@ replicas converge whatever order the reports arrive in. (Swift takes the last re
 which is not order-independent.)
 
 Merging account info (replication, :func:`merge_info`): metadata per key, newest timestamp
-winning (:func:`objectd.db.merge_metadata_json`, as for containers); put, delete and
+winning (:func:`objectd.db.merge_metadata`, as for containers); put, delete and
 status-change timestamps by max, ``created_at`` by min (Swift's ``merge_timestamps``). The status
 follows the merged timestamps: ``DELETED`` exactly when the newest delete is newer than the newest
 put, which :func:`delete_account` and :func:`put_account` keep true on every replica, so a delete
@@ -33,7 +33,7 @@ import sqlite3
 import uuid
 from typing import NamedTuple
 
-from objectd.db import ZERO, merge_metadata_json, update_metadata
+from objectd.db import ZERO, merge_metadata, parse_incoming_info, update_metadata
 from objectd.listing import ListingParams, Subdir, list_entries
 from shoal.timestamp import Timestamp
 
@@ -320,13 +320,16 @@ def get_items(connection: sqlite3.Connection, since_rowid: int, count: int) -> l
 def merge_info(connection: sqlite3.Connection, other: dict) -> None:
     """Merge another replica's info into this one (see the module docstring).
 
-    Raises ValueError/TypeError/KeyError on a malformed ``other`` (nothing is changed)."""
-    put = Timestamp.parse(other.get("put_timestamp") or ZERO).internal
-    delete = Timestamp.parse(other.get("delete_timestamp") or ZERO).internal
-    status_changed = Timestamp.parse(other.get("status_changed_at") or ZERO).internal
-    created = other.get("created_at")
-    created = Timestamp.parse(created).internal if created else None
-    incoming_metadata = other.get("metadata") or "{}"
+    Raises ValueError on a malformed ``other`` (checked whole first: nothing is changed)."""
+    incoming = parse_incoming_info(
+        other, ("put_timestamp", "delete_timestamp", "status_changed_at", "created_at")
+    )
+    put = incoming.timestamps["put_timestamp"] or ZERO
+    delete = incoming.timestamps["delete_timestamp"] or ZERO
+    status_changed = incoming.timestamps["status_changed_at"] or ZERO
+    created = incoming.timestamps["created_at"]
+    if created == ZERO:  # as before: a zero created_at is "none", never the min
+        created = None
 
     def work() -> None:
         info = get_info(connection)
@@ -341,7 +344,7 @@ def merge_info(connection: sqlite3.Connection, other: dict) -> None:
                 merged_delete,
                 max(info.status_changed_at, status_changed),
                 "DELETED" if merged_delete > merged_put else "",
-                merge_metadata_json(info.metadata, incoming_metadata),
+                merge_metadata(info.metadata, incoming.metadata),
             ),
         )
 

@@ -180,8 +180,8 @@ class AccountServer:
                 raise BadRequest("merge_info takes an info object")
             try:
                 await self.brokers.run(path.device, db_path, account_db.merge_info, info)
-            except (KeyError, ValueError, TypeError) as exc:
-                raise BadRequest(f"bad info: {exc!r}") from None
+            except (KeyError, ValueError, TypeError) as exc:  # checked before any write
+                raise BadRequest(f"bad info: {exc}") from None
             return web.Response(status=204)
         raise BadRequest(f"unknown replication op {op!r}")
 

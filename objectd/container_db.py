@@ -24,7 +24,7 @@ import sqlite3
 import uuid
 from typing import NamedTuple
 
-from objectd.db import ZERO, merge_metadata_json, update_metadata
+from objectd.db import ZERO, merge_metadata, parse_incoming_info, update_metadata
 from objectd.listing import ListingParams, Subdir, list_entries
 from shoal.timestamp import Timestamp
 
@@ -371,18 +371,19 @@ def get_items(connection: sqlite3.Connection, since_rowid: int, count: int) -> l
 
 
 def merge_info(connection: sqlite3.Connection, other: dict) -> None:
-    """Merge another replica's info (timestamps by max, metadata per key) into this one."""
+    """Merge another replica's info (timestamps by max, metadata per key) into this one.
+
+    Raises ValueError on a malformed ``other`` (checked whole first: nothing is changed)."""
+    incoming = parse_incoming_info(other, ("put_timestamp", "delete_timestamp"))
+    put = incoming.timestamps["put_timestamp"] or ZERO
+    delete = incoming.timestamps["delete_timestamp"] or ZERO
     connection.execute("BEGIN IMMEDIATE")
     try:
         info = get_info(connection)
         connection.execute(
             "UPDATE container_info SET put_timestamp = MAX(put_timestamp, ?),"
             " delete_timestamp = MAX(delete_timestamp, ?), metadata = ?",
-            (
-                Timestamp.parse(other.get("put_timestamp", ZERO)).internal,
-                Timestamp.parse(other.get("delete_timestamp", ZERO)).internal,
-                merge_metadata_json(info.metadata, other.get("metadata", "{}")),
-            ),
+            (put, delete, merge_metadata(info.metadata, incoming.metadata)),
         )
         connection.execute("COMMIT")
     except BaseException:

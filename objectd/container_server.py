@@ -233,8 +233,8 @@ class ContainerServer:
                 raise BadRequest("merge_info takes an info object")
             try:
                 await self.brokers.run(path.device, db_path, container_db.merge_info, info)
-            except (KeyError, ValueError, TypeError) as exc:  # a peer's bad info: nothing merged
-                raise BadRequest(f"bad info: {exc!r}") from None
+            except (KeyError, ValueError, TypeError) as exc:  # checked before any write
+                raise BadRequest(f"bad info: {exc}") from None
             return web.Response(status=204)
         raise BadRequest(f"unknown replication op {op!r}")
 

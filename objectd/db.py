@@ -2,7 +2,9 @@
 commit, and timestamped metadata.
 
 Public: :class:`Brokers`, :class:`DatabaseMissing`, :func:`create_database`,
-:func:`update_metadata`, :func:`visible_metadata`, :data:`ZERO`.
+:func:`update_metadata`, :func:`merge_metadata`, :func:`merge_metadata_json`,
+:func:`visible_metadata`, :class:`IncomingInfo`, :func:`parse_incoming_info`,
+:func:`parse_timestamp_field`, :func:`parse_metadata_json`, :data:`ZERO`.
 
 One database per container and per account, in WAL mode (readers never block the writer), at
 ``<device>/{containers,accounts}/<partition>/<suffix>/<hash>/<hash>.db``.
@@ -23,6 +25,10 @@ half-created database is never visible; two concurrent creators both succeed, on
 
 Metadata: ``{name: [value, timestamp]}`` as JSON, merged per key by timestamp (an empty value is a
 deletion that still carries its timestamp), so replicas converge whatever the order of updates.
+
+A peer's info (``merge_info``) is checked whole by :func:`parse_incoming_info` before anything is
+written: one malformed field refuses the whole info (``ValueError``, a 400), never a 500 or a
+half-merged or wrongly-typed value that would break later HEAD responses.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from objectd.devices import Devices
 from objectd.errors import NotFound
@@ -258,16 +264,105 @@ def update_metadata(current: str, updates: dict[str, str], timestamp: Timestamp)
     return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
 
 
-def merge_metadata_json(current: str, incoming: str) -> str:
-    """Merge two metadata JSON documents key by key, newest timestamp winning (replication)."""
+def merge_metadata(current: str, incoming: dict[str, list[str]]) -> str:
+    """Merge checked metadata (see :func:`parse_metadata_json`) into the JSON, key by key, the
+    newest timestamp winning (replication)."""
     metadata: dict[str, list[str]] = json.loads(current or "{}")
-    for key, (value, stamp) in json.loads(incoming or "{}").items():
+    for key, (value, stamp) in incoming.items():
         existing = metadata.get(key)
         if existing is None or (stamp, value) > (existing[1], existing[0]):
             metadata[key] = [value, stamp]
     return json.dumps(metadata, ensure_ascii=False, sort_keys=True)
 
 
+def merge_metadata_json(current: str, incoming: str) -> str:
+    """Merge two metadata JSON documents key by key, newest timestamp winning (replication).
+
+    Raises:
+        ValueError: ``incoming`` is not a metadata document (nothing is merged).
+    """
+    return merge_metadata(current, parse_metadata_json(incoming))
+
+
 def visible_metadata(current: str) -> dict[str, str]:
     """The metadata to return as headers: deleted (empty) values hidden."""
     return {key: value for key, (value, _) in json.loads(current or "{}").items() if value != ""}
+
+
+# --- a peer's info (merge_info) -------------------------------------------------------------------
+def parse_timestamp_field(value: object, name: str) -> str | None:
+    """A timestamp from a peer's info in internal form; None for null ("none").
+
+    A JSON string or number that :meth:`Timestamp.parse` accepts; booleans, lists, objects, NaN
+    and infinities are refused (Timestamp.parse would crash on some, or accept ``true`` as 1).
+
+    Raises:
+        ValueError: anything else, naming the field.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{name}: a timestamp is a string or a number, not {value!r}")
+    try:
+        return Timestamp.parse(value).internal
+    except (ValueError, OverflowError) as exc:  # TimestampError; inf: OverflowError
+        raise ValueError(f"{name}: bad timestamp {value!r}: {exc}") from None
+
+
+_HEADER_BREAKERS = frozenset("\r\n\0")
+"""Characters no header can carry: metadata holding them would make every later HEAD a 500."""
+
+
+def parse_metadata_json(text: object) -> dict[str, list[str]]:
+    """Metadata from a peer: the JSON text of ``{name: [value, timestamp]}`` with string values
+    and timestamps in internal form (normalised); names and values must fit in a header line.
+    None or ``""`` is no metadata.
+
+    Raises:
+        ValueError: not JSON text of such an object (the message names the first bad key).
+    """
+    if text is None or text == "":
+        return {}
+    if not isinstance(text, str):
+        raise ValueError(f"metadata: JSON text of an object, not {type(text).__name__}")
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"metadata: not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"metadata: a JSON object, not {type(document).__name__}")
+    metadata: dict[str, list[str]] = {}
+    for key, entry in document.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ValueError(f"metadata {key!r}: [str value, str timestamp], not {entry!r}")
+        value, stamp = entry
+        if not key or _HEADER_BREAKERS.intersection(key + value):
+            raise ValueError(f"metadata {key!r}: not a header name and value: {value!r}")
+        if not isinstance(stamp, str):
+            raise ValueError(f"metadata {key!r}: the timestamp is a string, not {stamp!r}")
+        parse_timestamp_field(stamp, f"metadata {key!r}")  # a clear ValueError if bad
+        metadata[key] = [value, Timestamp.parse(stamp).internal]
+    return metadata
+
+
+class IncomingInfo(NamedTuple):
+    """A peer's info, checked: what ``merge_info`` may write."""
+
+    timestamps: dict[str, str | None]
+    """Each requested timestamp field in internal form; None when absent or null ("none")."""
+    metadata: dict[str, list[str]]
+    """``{name: [value, internal timestamp]}``, empty when absent."""
+
+
+def parse_incoming_info(info: object, timestamp_fields: tuple[str, ...]) -> IncomingInfo:
+    """Parse and check a peer's info (``merge_info``) before any write; shared by containers and
+    accounts. Only ``timestamp_fields`` (what the caller merges) and ``metadata`` are read; other
+    keys are ignored, as before.
+
+    Raises:
+        ValueError: ``info`` is not an object, or a timestamp or the metadata is malformed.
+    """
+    if not isinstance(info, dict):
+        raise ValueError(f"info: an object, not {type(info).__name__}")
+    timestamps = {name: parse_timestamp_field(info.get(name), name) for name in timestamp_fields}
+    return IncomingInfo(timestamps, parse_metadata_json(info.get("metadata")))

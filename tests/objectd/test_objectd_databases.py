@@ -304,32 +304,110 @@ def test_replicate_merge_items_and_get_items(objectd, unique):
     assert info["object_count"] == 1 and info["container"] == unique
 
 
-@pytest.mark.parametrize(
-    "info",
-    [
-        ["not", "an", "object"],
-        {"put_timestamp": "yesterday"},
-        {"delete_timestamp": 17.5e20},
-        {"metadata": "{not json"},
-        {"metadata": '{"X-Container-Meta-K": 5}'},
-    ],
-)
+STAMP = "1700000000.00001"
+
+BAD_INFOS = [
+    ["not", "an", "object"],
+    {"put_timestamp": "yesterday"},
+    {"put_timestamp": ""},
+    {"delete_timestamp": 17.5e20},
+    {"put_timestamp": [STAMP]},
+    {"put_timestamp": {"t": STAMP}},
+    {"delete_timestamp": []},
+    {"delete_timestamp": {}},
+    {"put_timestamp": True},
+    {"put_timestamp": float("inf")},  # json.dumps writes Infinity, which json.loads reads
+    {"put_timestamp": float("nan")},
+    {"metadata": "{not json"},
+    {"metadata": '{"X-Container-Meta-K": 5}'},
+    {"metadata": "[]"},
+    {"metadata": '"x"'},
+    {"metadata": "5"},
+    {"metadata": {"k": ["v", STAMP]}},  # an object, not the JSON text of one
+    {"metadata": json.dumps({"X-Container-Meta-K": "ab"})},
+    {"metadata": json.dumps({"k": [1, 2]})},
+    {"metadata": json.dumps({"k": ["v"]})},
+    {"metadata": json.dumps({"k": ["v", STAMP, "extra"]})},
+    {"metadata": json.dumps({"k": ["v", "yesterday"]})},
+    {"metadata": json.dumps({"k": ["v", None]})},
+    {"metadata": json.dumps({"k": [None, STAMP]})},
+    {"metadata": json.dumps({"k": ["a\r\nX-Injected: 1", STAMP]})},  # every HEAD would 500
+    {"metadata": json.dumps({"": ["v", STAMP]})},
+    # one good key does not carry a bad one in with it
+    {"metadata": json.dumps({"a": ["v", STAMP], "k": ["v", 5]})},
+]
+
+
+def _database_path(objectd, unique: str, kind: str) -> str:
+    """A fresh account (with a container holding metadata, for ``kind == "container"``)."""
+    account = f"AUTH_{unique}"
+    assert objectd.request("PUT", f"/sda/3/{account}", headers={"X-Timestamp": ts()}).ok
+    if kind == "container":
+        _make_container(objectd, account, unique, **{"X-Container-Meta-Color": "red"})
+        return _c(account, unique)
+    return f"/sda/3/{account}"
+
+
+def _replicated_info(objectd, path: str) -> dict:
+    answer = objectd.request("POST", path, headers=REPLICATE, data=json.dumps({"op": "get_info"}))
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize("info", BAD_INFOS, ids=[json.dumps(info) for info in BAD_INFOS])
 @pytest.mark.parametrize("kind", ["container", "account"])
 def test_replicate_merge_info_with_a_bad_info_is_400_and_changes_nothing(
     objectd, unique, kind, info
 ):
-    account = f"AUTH_{unique}"
-    assert objectd.request("PUT", f"/sda/3/{account}", headers={"X-Timestamp": ts()}).ok
-    path = f"/sda/3/{account}"
-    if kind == "container":
-        _make_container(objectd, account, unique, **{"X-Container-Meta-Color": "red"})
-        path = _c(account, unique)
-    before = objectd.request("POST", path, headers=REPLICATE, data=json.dumps({"op": "get_info"}))
+    path = _database_path(objectd, unique, kind)
+    before = _replicated_info(objectd, path)
     body = json.dumps({"op": "merge_info", "info": info})
     answer = objectd.request("POST", path, headers=REPLICATE, data=body)
     assert answer.status_code == 400, answer.text
-    after = objectd.request("POST", path, headers=REPLICATE, data=json.dumps({"op": "get_info"}))
-    assert after.json() == before.json()
+    assert _replicated_info(objectd, path) == before
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"status_changed_at": [STAMP]},
+        {"status_changed_at": "yesterday"},
+        {"created_at": {"t": STAMP}},
+        {"created_at": "yesterday"},
+    ],
+)
+def test_replicate_merge_info_with_bad_account_only_timestamps_is_400(objectd, unique, info):
+    path = _database_path(objectd, unique, "account")
+    before = _replicated_info(objectd, path)
+    body = json.dumps({"op": "merge_info", "info": info})
+    answer = objectd.request("POST", path, headers=REPLICATE, data=body)
+    assert answer.status_code == 400, answer.text
+    assert _replicated_info(objectd, path) == before
+
+
+@pytest.mark.parametrize("kind", ["container", "account"])
+def test_replicate_merge_info_null_timestamps_are_none_and_good_metadata_merges(
+    objectd, unique, kind
+):
+    """null (or absent) timestamps mean "none": they merge nothing, the rest of the info does."""
+    path = _database_path(objectd, unique, kind)
+    before = _replicated_info(objectd, path)
+    newer = ts()
+    info = {
+        "put_timestamp": None,
+        "delete_timestamp": None,
+        "status_changed_at": None,
+        "created_at": None,
+        "metadata": json.dumps({"X-Meta-New": ["v", newer]}),
+    }
+    body = json.dumps({"op": "merge_info", "info": info})
+    answer = objectd.request("POST", path, headers=REPLICATE, data=body)
+    assert answer.status_code == 204, answer.text
+    after = _replicated_info(objectd, path)
+    metadata = json.loads(after.pop("metadata"))
+    assert metadata.pop("X-Meta-New") == ["v", newer]
+    assert metadata == json.loads(before.pop("metadata"))
+    assert after == before
 
 
 def test_missing_timestamp_on_database_writes_is_400(objectd, unique):
