@@ -62,6 +62,7 @@ async def handle_copy(ctx: RequestContext) -> web.StreamResponse:
 async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> web.StreamResponse:
     request_headers = ctx.request.headers
     check_metadata(request_headers, "object")
+    dlo.check_manifest_header(request_headers.get(dlo.MANIFEST_HEADER))
     opened = await open_object(ctx, source, backend_headers())
     if opened is None:
         raise SwiftError(404)
@@ -85,6 +86,8 @@ async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> we
             )
             if large is not None:
                 metadata.pop(dlo.MANIFEST_HEADER, None)
+        elif large is None and (manifest_value := stream.headers.get(dlo.MANIFEST_HEADER)):
+            metadata[dlo.MANIFEST_HEADER] = manifest_value  # a manifest copied stays one
         metadata.update(object_backend_headers(request_headers))
         if "Content-Type" in request_headers:
             metadata["Content-Type"] = request_headers["Content-Type"]
@@ -93,16 +96,19 @@ async def _copy(ctx: RequestContext, source: SwiftPath, target: SwiftPath) -> we
         if at is not None:
             metadata["X-Delete-At"] = at
         if large is not None:
-            body = dlo.chunks(ctx, large)
+            body = await dlo.open_body(ctx, large)  # a bad first segment: 409 before the PUT
         elif length <= limits.SMALL_PUT_BYTES_MAX:
             body = await stream.read()
         else:
             body = opened.chunks()
         try:
             status, answer, timestamp = await put_object(ctx, target, metadata, body, length)
-        except dlo.SegmentError as exc:
+        except dlo.SegmentError as exc:  # a later segment: the PUT was aborted, nothing stored
             log.error("COPY from the DLO %s failed: %s", source, exc)
-            raise SwiftError(503) from None
+            raise SwiftError(exc.status) from None
+        finally:
+            if not isinstance(body, bytes):
+                await body.aclose()
         return web.Response(
             status=status,
             headers={

@@ -4,14 +4,19 @@ the segments' ACL). The CLI's and rclone's segmented uploads are in their own te
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import time
 import uuid
 
 import pytest
 import requests
 import swiftclient
 
+from objectd.client import BackendClient
+from ring import Ring
+from shoal.timestamp import Timestamp
 from tests.proxy.aio_harness import AioCluster
 from tests.proxy.conftest import connect
 
@@ -67,10 +72,9 @@ def test_ranges(aio: AioCluster, swift: swiftclient.Connection, dlo):
     )
     assert answer.status_code == 416
     assert answer.headers["Content-Range"] == f"bytes */{len(whole)}"
-    several = requests.get(
-        f"{url}/{c}/m", headers={"X-Auth-Token": token, "Range": "bytes=0-1,5-6"}
-    )
-    assert (several.status_code, several.content) == (200, whole)  # as Swift's DLO: all of it
+    for ranges in ("bytes=0-1,5-6", f"bytes=0-1,{len(whole)}-"):  # as Swift's DLO: all of it
+        several = requests.get(f"{url}/{c}/m", headers={"X-Auth-Token": token, "Range": ranges})
+        assert (several.status_code, several.content) == (200, whole)
 
 
 def test_conditionals_use_the_dlo_etag(swift: swiftclient.Connection, dlo):
@@ -92,18 +96,68 @@ def test_multipart_manifest_get_returns_the_manifest(swift: swiftclient.Connecti
     assert headers["etag"] == hashlib.md5(b"").hexdigest()
 
 
-def test_no_segments_is_an_empty_object(swift: swiftclient.Connection, container: str):
-    swift.put_object(container, "m", b"", headers={"X-Object-Manifest": f"gone-{container}/x"})
+def test_no_segments_is_an_empty_object_and_no_container_a_404(
+    swift: swiftclient.Connection, container: str
+):
+    swift.put_object(container, "m", b"", headers={"X-Object-Manifest": f"{container}/none-"})
     headers, body = swift.get_object(container, "m")
     assert (body, headers["content-length"]) == (b"", "0")
     assert headers["etag"] == '"' + hashlib.md5(b"").hexdigest() + '"'
+    swift.put_object(container, "n", b"", headers={"X-Object-Manifest": f"gone-{container}/x"})
+    with pytest.raises(swiftclient.ClientException) as missing:
+        swift.get_object(container, "n")
+    assert missing.value.http_status == 404  # as Swift: the segment listing's answer
+
+
+def _delete_behind_the_listing(aio: AioCluster, container: str, obj: str) -> None:
+    """Tombstone ``obj`` on every object server without touching the container listing, so
+    the listing still names a segment that is gone."""
+    ring = Ring(aio.data / "rings" / "object.ring")
+    part, nodes = ring.get_nodes("AUTH_test", container, obj)
+    headers = {"X-Timestamp": Timestamp(time.time()).internal}
+
+    async def delete_all() -> None:
+        async with BackendClient() as client:
+            for node in nodes:
+                answer = await client.delete_object(
+                    node, part, "AUTH_test", container, obj, headers
+                )
+                assert answer.status in (204, 404)
+
+    asyncio.run(delete_all())
+
+
+def test_a_missing_first_segment_is_409_and_a_later_one_cuts_the_body(
+    aio: AioCluster, swift: swiftclient.Connection, dlo
+):
+    c, segs, _, _ = dlo
+    url, token = swift.get_auth()
+    _delete_behind_the_listing(aio, segs, "p/01")
+    answer = requests.get(f"{url}/{c}/m", headers={"X-Auth-Token": token}, stream=True)
+    assert answer.status_code == 200  # the first segment was fine: the status went out
+    with pytest.raises(requests.exceptions.RequestException):
+        answer.content  # noqa: B018 (reading the body is the test)
+    ranged = requests.get(
+        f"{url}/{c}/m", headers={"X-Auth-Token": token, "Range": "bytes=1000-1001"}
+    )
+    assert ranged.status_code == 409  # the first segment of that range is the missing one
+    _delete_behind_the_listing(aio, segs, "p/00")
+    assert requests.get(f"{url}/{c}/m", headers={"X-Auth-Token": token}).status_code == 409
+    copy = requests.put(f"{url}/{c}/copy", headers={"X-Auth-Token": token, "X-Copy-From": f"{c}/m"})
+    assert copy.status_code == 409
+    with pytest.raises(swiftclient.ClientException) as absent:
+        swift.head_object(c, "copy")
+    assert absent.value.http_status == 404
 
 
 @pytest.mark.parametrize("value", ["no-slash", "/leading", "c/", "c//p", "c/p?x=1", "c/p&y"])
 def test_a_malformed_manifest_header_is_400(swift: swiftclient.Connection, container, value):
+    swift.put_object(container, "plain", b"x")
+    copy_headers = {"X-Copy-From": f"{container}/plain", "X-Object-Manifest": value}
     for call in (
         lambda: swift.put_object(container, "bad", b"", headers={"X-Object-Manifest": value}),
         lambda: swift.post_object(container, "bad", headers={"X-Object-Manifest": value}),
+        lambda: swift.put_object(container, "bad", b"", headers=copy_headers),
     ):
         with pytest.raises(swiftclient.ClientException) as refused:
             call()
@@ -140,6 +194,13 @@ def test_copy_of_a_manifest_copies_the_content(swift: swiftclient.Connection, dl
         headers={"X-Auth-Token": token, "Destination": f"{c}/manifest-copy"},
     )
     assert answer.status_code == 201, answer.text
+    fresh = requests.request(
+        "COPY",
+        f"{url}/{c}/m?multipart-manifest=get",
+        headers={"X-Auth-Token": token, "Destination": f"{c}/fresh", "X-Fresh-Metadata": "true"},
+    )
+    assert fresh.status_code == 201, fresh.text
+    assert swift.head_object(c, "fresh")["x-object-manifest"] == f"{segs}/p/"  # still a DLO
     copied = swift.head_object(c, "whole")
     assert "x-object-manifest" not in copied
     assert copied["etag"] == hashlib.md5(whole).hexdigest()
