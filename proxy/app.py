@@ -123,7 +123,7 @@ async def _handle(state: ProxyState, request: web.Request) -> web.StreamResponse
         return error_response(error, head=request.method == "HEAD")
     except asyncio.CancelledError:
         raise
-    except ConnectionResetError as exc:  # the client hung up: its everyday right, not a bug
+    except ConnectionError as exc:  # the client hung up (reset, or lost mid-body): not a bug
         log.info("%s %s: client went away (499): %s", request.method, request.path, exc)
         gone = web.Response(status=499)  # aiohttp drops it quietly: the connection is closed
         gone.force_close()

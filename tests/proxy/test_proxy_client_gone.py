@@ -40,3 +40,28 @@ def test_clients_that_hang_up_are_not_logged_as_errors(aio: AioCluster, swift, c
         new_lines = log.read().decode(errors="replace")
     assert "Error handling request" not in new_lines
     assert "Traceback" not in new_lines
+
+
+def test_a_client_that_hangs_up_mid_body_is_not_an_error(aio: AioCluster, swift, container):
+    """Gone after the status line: the proxy's write fails with "Connection lost"."""
+    body = b"y" * (4 * 1024 * 1024)
+    swift.put_object(container, "large", body)
+    url, token = swift.get_auth()
+    parts = urlsplit(url)
+    log_offset = aio.log_path.stat().st_size
+    for _ in range(10):
+        with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+            request = (
+                f"GET {parts.path}/{container}/large HTTP/1.1\r\nHost: x\r\n"
+                f"X-Auth-Token: {token}\r\n\r\n"
+            )
+            sock.sendall(request.encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1.0)
+    assert swift.get_object(container, "large")[1] == body
+    with open(aio.log_path, "rb") as log:
+        log.seek(log_offset)
+        new_lines = log.read().decode(errors="replace")
+    assert "Traceback" not in new_lines
+    assert "Error handling request" not in new_lines
