@@ -33,7 +33,16 @@ import sqlite3
 import uuid
 from typing import NamedTuple
 
-from objectd.db import ZERO, merge_metadata, parse_incoming_info, update_metadata
+from objectd.db import (
+    ZERO,
+    merge_metadata,
+    parse_count_field,
+    parse_flag_field,
+    parse_incoming_info,
+    parse_name_field,
+    parse_timestamp_field,
+    update_metadata,
+)
 from objectd.listing import ListingParams, Subdir, list_entries
 from shoal.timestamp import Timestamp
 
@@ -126,6 +135,32 @@ class ContainerRow(NamedTuple):
             int(item.get("bytes_used", 0)),
             int(item.get("storage_policy_index", 0)),
             stats,
+        )
+
+    @classmethod
+    def from_peer(cls, item: dict) -> ContainerRow:
+        """From a peer's replication item (see :func:`get_items`), checked whole; normalises
+        timestamps. Unlike :meth:`of` (header strings of a container report), counts must be JSON
+        integers. ``name`` is required; absent or null timestamps are none (as in ``merge_info``),
+        an absent ``stats_timestamp`` the newer of put and delete; a ``deleted`` flag, if sent,
+        must be 0 or 1 and is ignored (it follows from the row, see :attr:`deleted`).
+
+        Raises:
+            ValueError: a malformed field (the message names it).
+        """
+        put = parse_timestamp_field(item.get("put_timestamp"), "put_timestamp") or ZERO
+        delete = parse_timestamp_field(item.get("delete_timestamp"), "delete_timestamp") or ZERO
+        stats = parse_timestamp_field(item.get("stats_timestamp"), "stats_timestamp")
+        if "deleted" in item:
+            parse_flag_field(item["deleted"], "deleted")
+        return cls(
+            parse_name_field(item.get("name"), "name"),
+            put,
+            delete,
+            parse_count_field(item.get("object_count", 0), "object_count"),
+            parse_count_field(item.get("bytes_used", 0), "bytes_used"),
+            parse_count_field(item.get("storage_policy_index", 0), "storage_policy_index"),
+            stats or max(put, delete),
         )
 
 

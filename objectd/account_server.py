@@ -29,7 +29,14 @@ from objectd.account_db import AccountInfo, ContainerRow
 from objectd.backend_headers import require_timestamp
 from objectd.backend_path import BackendPath, parse_query
 from objectd.config import ObjectdConfig
-from objectd.db import Brokers, DatabaseMissing, create_database, update_metadata, visible_metadata
+from objectd.db import (
+    Brokers,
+    DatabaseMissing,
+    create_database,
+    parse_incoming_items,
+    update_metadata,
+    visible_metadata,
+)
 from objectd.db_http import (
     ACCOUNT_META,
     encode_listing,
@@ -156,10 +163,10 @@ class AccountServer:
             items = body.get("items", [])
             if not isinstance(items, list) or len(items) > MERGE_ITEMS_MAX:
                 raise BadRequest(f"merge_items takes a list of at most {MERGE_ITEMS_MAX} items")
-            try:
-                rows = [ContainerRow.of(item) for item in items]
-            except (KeyError, ValueError, TypeError) as exc:
-                raise BadRequest(f"bad item: {exc!r}") from None
+            try:  # the whole batch is checked before any write: one bad item refuses it all
+                rows = parse_incoming_items(items, ContainerRow.from_peer)
+            except ValueError as exc:
+                raise BadRequest(f"merge_items: {exc}") from None
             await self.brokers.merge(path.device, db_path, account_db.merge_containers, rows)
             return web.Response(status=204)
         if op == "get_items":

@@ -24,7 +24,17 @@ import sqlite3
 import uuid
 from typing import NamedTuple
 
-from objectd.db import ZERO, merge_metadata, parse_incoming_info, update_metadata
+from objectd.db import (
+    ZERO,
+    merge_metadata,
+    parse_count_field,
+    parse_flag_field,
+    parse_incoming_info,
+    parse_name_field,
+    parse_text_field,
+    parse_timestamp_field,
+    update_metadata,
+)
 from objectd.listing import ListingParams, Subdir, list_entries
 from shoal.timestamp import Timestamp
 
@@ -92,16 +102,25 @@ class ObjectRow(NamedTuple):
         return (self.created_at, self.deleted, self.size, self.content_type, self.etag)
 
     @classmethod
-    def of(cls, item: dict) -> ObjectRow:
-        """From a replication dict; normalises the timestamp. Raises ValueError/KeyError."""
+    def from_peer(cls, item: dict) -> ObjectRow:
+        """From a peer's replication item (see :func:`get_items`), checked whole; normalises the
+        timestamp. ``name`` and ``created_at`` are required; absent fields default as an empty
+        live object of policy 0; null is refused (it used to be stored as ``"None"`` or crash).
+
+        Raises:
+            ValueError: a malformed field (the message names it).
+        """
+        created_at = parse_timestamp_field(item.get("created_at"), "created_at")
+        if created_at is None:
+            raise ValueError("created_at: required, not null or absent")
         return cls(
-            str(item["name"]),
-            Timestamp.parse(item["created_at"]).internal,
-            int(item.get("size", 0)),
-            str(item.get("content_type", "")),
-            str(item.get("etag", "")),
-            1 if item.get("deleted") else 0,
-            int(item.get("storage_policy_index", 0)),
+            parse_name_field(item.get("name"), "name"),
+            created_at,
+            parse_count_field(item.get("size", 0), "size"),
+            parse_text_field(item.get("content_type", ""), "content_type"),
+            parse_text_field(item.get("etag", ""), "etag"),
+            parse_flag_field(item.get("deleted", 0), "deleted"),
+            parse_count_field(item.get("storage_policy_index", 0), "storage_policy_index"),
         )
 
 

@@ -32,7 +32,14 @@ from objectd.backend_path import BackendPath, parse_query, valid_device_name
 from objectd.client import BackendClient, BackendError, Node
 from objectd.config import ObjectdConfig
 from objectd.container_db import ContainerInfo, ObjectRow
-from objectd.db import Brokers, DatabaseMissing, create_database, update_metadata, visible_metadata
+from objectd.db import (
+    Brokers,
+    DatabaseMissing,
+    create_database,
+    parse_incoming_items,
+    update_metadata,
+    visible_metadata,
+)
 from objectd.db_http import (
     CONTAINER_META,
     encode_listing,
@@ -209,10 +216,10 @@ class ContainerServer:
             items = body.get("items", [])
             if not isinstance(items, list) or len(items) > MERGE_ITEMS_MAX:
                 raise BadRequest(f"merge_items takes a list of at most {MERGE_ITEMS_MAX} items")
-            try:
-                rows = [ObjectRow.of(item) for item in items]
-            except (KeyError, ValueError, TypeError) as exc:
-                raise BadRequest(f"bad item: {exc!r}") from None
+            try:  # the whole batch is checked before any write: one bad item refuses it all
+                rows = parse_incoming_items(items, ObjectRow.from_peer)
+            except ValueError as exc:
+                raise BadRequest(f"merge_items: {exc}") from None
             await self.brokers.merge(path.device, db_path, container_db.merge_objects, rows)
             return web.Response(status=204)
         if op == "get_items":

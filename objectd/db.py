@@ -4,7 +4,9 @@ commit, and timestamped metadata.
 Public: :class:`Brokers`, :class:`DatabaseMissing`, :func:`create_database`,
 :func:`update_metadata`, :func:`merge_metadata`, :func:`merge_metadata_json`,
 :func:`visible_metadata`, :class:`IncomingInfo`, :func:`parse_incoming_info`,
-:func:`parse_timestamp_field`, :func:`parse_metadata_json`, :data:`ZERO`.
+:func:`parse_timestamp_field`, :func:`parse_metadata_json`, :func:`parse_incoming_items`,
+:func:`parse_name_field`, :func:`parse_count_field`, :func:`parse_flag_field`,
+:func:`parse_text_field`, :data:`ZERO`.
 
 One database per container and per account, in WAL mode (readers never block the writer), at
 ``<device>/{containers,accounts}/<partition>/<suffix>/<hash>/<hash>.db``.
@@ -28,7 +30,9 @@ deletion that still carries its timestamp), so replicas converge whatever the or
 
 A peer's info (``merge_info``) is checked whole by :func:`parse_incoming_info` before anything is
 written: one malformed field refuses the whole info (``ValueError``, a 400), never a 500 or a
-half-merged or wrongly-typed value that would break later HEAD responses.
+half-merged or wrongly-typed value that would break later HEAD responses. A peer's rows
+(``merge_items``) likewise: :func:`parse_incoming_items` checks the whole batch first, and one bad
+item refuses it all with a message naming the item's index and field.
 """
 
 from __future__ import annotations
@@ -366,3 +370,83 @@ def parse_incoming_info(info: object, timestamp_fields: tuple[str, ...]) -> Inco
         raise ValueError(f"info: an object, not {type(info).__name__}")
     timestamps = {name: parse_timestamp_field(info.get(name), name) for name in timestamp_fields}
     return IncomingInfo(timestamps, parse_metadata_json(info.get("metadata")))
+
+
+# --- a peer's rows (merge_items) ------------------------------------------------------------------
+SQLITE_INTEGER_MAX = 2**63 - 1
+"""The largest integer SQLite stores: a bigger one makes the INSERT raise (a 500)."""
+
+
+def parse_name_field(value: object, name: str) -> str:
+    """A row's name from a peer: a non-empty string without NUL (SQLite and listings cut there).
+
+    Raises:
+        ValueError: anything else (absent or null included), naming the field.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name}: a non-empty string, not {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{name}: contains NUL: {value!r}")
+    return value
+
+
+def parse_count_field(value: object, name: str) -> int:
+    """A size, count or policy index from a peer: a JSON integer, 0 to :data:`SQLITE_INTEGER_MAX`.
+
+    Booleans (``int(True)`` is 1), floats, strings and null are refused: the old ``int(...)``
+    accepted ``"5"`` and ``2.7`` and stored what the sender never had.
+
+    Raises:
+        ValueError: anything else, naming the field.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: a non-negative integer, not {value!r}")
+    if not 0 <= value <= SQLITE_INTEGER_MAX:
+        raise ValueError(f"{name}: out of range 0..{SQLITE_INTEGER_MAX}: {value!r}")
+    return value
+
+
+def parse_flag_field(value: object, name: str) -> int:
+    """A 0/1 flag (``deleted``) from a peer; ``true``/``false`` refused as for counts.
+
+    Raises:
+        ValueError: anything else, naming the field.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
+        raise ValueError(f"{name}: 0 or 1, not {value!r}")
+    return value
+
+
+def parse_text_field(value: object, name: str) -> str:
+    """A text column (``content_type``, ``etag``) from a peer: a string (null is not ``"None"``).
+
+    Raises:
+        ValueError: anything else, naming the field.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: a string, not {value!r}")
+    return value
+
+
+RowT = TypeVar("RowT")
+
+
+def parse_incoming_items(items: object, parse_item: Callable[[dict], RowT]) -> list[RowT]:
+    """Parse and check a peer's whole ``merge_items`` batch before any write; shared by containers
+    and accounts (``parse_item`` checks one object, raising ValueError naming the field).
+
+    Raises:
+        ValueError: ``items`` is not a list of objects or one item is malformed; the message
+            names the item's index, so the whole batch is refused with a clear 400.
+    """
+    if not isinstance(items, list):
+        raise ValueError(f"items: a list of objects, not {type(items).__name__}")
+    rows: list[RowT] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {index}: an object, not {type(item).__name__}")
+        try:
+            rows.append(parse_item(item))
+        except ValueError as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+    return rows

@@ -410,6 +410,146 @@ def test_replicate_merge_info_null_timestamps_are_none_and_good_metadata_merges(
     assert after == before
 
 
+# --- merge_items: a peer's rows are checked whole before any write ------------------------------
+ABSENT = object()
+"""A field left out of the item."""
+
+GOOD_OBJECT_ITEM = {
+    "name": "o",
+    "created_at": STAMP,
+    "size": 3,
+    "content_type": "a/b",
+    "etag": "e",
+    "deleted": 0,
+    "storage_policy_index": 0,
+}
+GOOD_CONTAINER_ITEM = {
+    "name": "c",
+    "put_timestamp": STAMP,
+    "delete_timestamp": "0000000000.00000",
+    "object_count": 2,
+    "bytes_used": 5,
+    "storage_policy_index": 0,
+    "stats_timestamp": STAMP,
+}
+NOT_OBJECTS = ["o", 5, None, True, [GOOD_OBJECT_ITEM]]
+BAD_NAMES = [ABSENT, None, "", 5, ["o"], {"n": "o"}, "a\0b"]
+BAD_TIMESTAMPS = ["yesterday", "", [STAMP], {"t": STAMP}, True, -1, float("inf"), float("nan")]
+BAD_COUNTS = [None, -1, "5", 1.5, True, [1], 2**63]
+BAD_OBJECT_FIELDS = {
+    "name": BAD_NAMES,
+    "created_at": [ABSENT, None, *BAD_TIMESTAMPS],
+    "size": BAD_COUNTS,
+    "content_type": [None, 5, ["a/b"]],
+    "etag": [None, 5, {"e": 1}],
+    "deleted": [None, 2, -1, True, "1", 0.5],
+    "storage_policy_index": BAD_COUNTS,
+}
+BAD_CONTAINER_FIELDS = {
+    "name": BAD_NAMES,
+    "put_timestamp": BAD_TIMESTAMPS,
+    "delete_timestamp": BAD_TIMESTAMPS,
+    "stats_timestamp": BAD_TIMESTAMPS,
+    "object_count": BAD_COUNTS,
+    "bytes_used": BAD_COUNTS,
+    "storage_policy_index": BAD_COUNTS,
+    "deleted": [None, 2, True, "0"],  # derived, so ignored; but if sent, 0 or 1
+}
+
+
+def _with(good: dict, field: str, value: object) -> dict:
+    item = {key: item for key, item in good.items() if key != field}
+    if value is not ABSENT:
+        item[field] = value
+    return item
+
+
+def _bad_item_cases() -> list:
+    cases = []
+    for kind, good, fields in (
+        ("container", GOOD_OBJECT_ITEM, BAD_OBJECT_FIELDS),
+        ("account", GOOD_CONTAINER_ITEM, BAD_CONTAINER_FIELDS),
+    ):
+        for value in NOT_OBJECTS:
+            cases.append(pytest.param(kind, value, None, id=f"{kind}-item={value!r}"))
+        for field, values in fields.items():
+            for value in values:
+                label = "absent" if value is ABSENT else repr(value)
+                case = pytest.param(
+                    kind, _with(good, field, value), field, id=f"{kind}-{field}={label}"
+                )
+                cases.append(case)
+    return cases
+
+
+def _database_state(objectd, path: str) -> tuple:
+    """What a merge could change: the info, every row (deleted ones too) and the listing."""
+    items = objectd.request(
+        "POST", path, headers=REPLICATE, data=json.dumps({"op": "get_items", "since": 0})
+    )
+    listing = objectd.request("GET", path)
+    assert items.status_code == 200 and listing.status_code == 200, (items.text, listing.text)
+    return _replicated_info(objectd, path), items.json(), listing.json()
+
+
+def _merge_items(objectd, path: str, items: object):
+    body = json.dumps({"op": "merge_items", "items": items})
+    return objectd.request("POST", path, headers=REPLICATE, data=body)
+
+
+@pytest.mark.parametrize("after_a_good_item", [False, True], ids=["alone", "after-a-good-item"])
+@pytest.mark.parametrize(("kind", "item", "field"), _bad_item_cases())
+def test_replicate_merge_items_with_a_bad_item_is_400_and_merges_nothing(
+    objectd, unique, kind, item, field, after_a_good_item
+):
+    path = _database_path(objectd, unique, kind)
+    good = GOOD_OBJECT_ITEM if kind == "container" else GOOD_CONTAINER_ITEM
+    assert _merge_items(objectd, path, [good]).status_code == 204  # a row the bad batch must keep
+    before = _database_state(objectd, path)
+    newer = (
+        {**good, "name": "new", "object_count": 1} if kind == "account" else {**good, "name": "new"}
+    )
+    batch = [newer, item] if after_a_good_item else [item]
+    answer = _merge_items(objectd, path, batch)
+    assert answer.status_code == 400, answer.text
+    index = 1 if after_a_good_item else 0
+    assert f"item {index}:" in answer.text, answer.text
+    if field is not None:
+        assert f"{field}:" in answer.text, answer.text
+    assert _database_state(objectd, path) == before
+
+
+@pytest.mark.parametrize("items", [None, "o", {"name": "o"}, 5])
+@pytest.mark.parametrize("kind", ["container", "account"])
+def test_replicate_merge_items_that_are_not_a_list_are_400(objectd, unique, kind, items):
+    path = _database_path(objectd, unique, kind)
+    before = _database_state(objectd, path)
+    answer = _merge_items(objectd, path, items)
+    assert answer.status_code == 400, answer.text
+    assert _database_state(objectd, path) == before
+
+
+def test_replicate_merge_items_of_an_account_accepts_what_get_items_sends(objectd, unique):
+    """Well-formed rows still merge as before: null or absent timestamps are none, numbers are
+    timestamps, unknown keys (``rowid``) are ignored, ``deleted`` is derived."""
+    path = _database_path(objectd, unique, "account")
+    items = [
+        {**GOOD_CONTAINER_ITEM, "name": "c1", "rowid": 7, "deleted": 0},
+        {"name": "c2", "put_timestamp": 1700000000.5, "delete_timestamp": None},
+        {"name": "c3", "put_timestamp": STAMP, "delete_timestamp": "1700000000.00002"},
+    ]
+    answer = _merge_items(objectd, path, items)
+    assert answer.status_code == 204, answer.text
+    rows = {row.pop("name"): row for row in _database_state(objectd, path)[1]}
+    assert rows["c1"]["object_count"] == 2 and rows["c1"]["bytes_used"] == 5
+    assert rows["c2"]["put_timestamp"] == "1700000000.50000"
+    assert rows["c2"]["delete_timestamp"] == rows["c1"]["delete_timestamp"] == "0000000000.00000"
+    assert rows["c2"]["stats_timestamp"] == "1700000000.50000"
+    assert rows["c3"]["stats_timestamp"] == "1700000000.00002"
+    listing = objectd.request("GET", path).json()
+    assert [row["name"] for row in listing] == ["c1", "c2"]  # c3 is deleted and empty
+
+
 def test_missing_timestamp_on_database_writes_is_400(objectd, unique):
     assert objectd.request("PUT", _c("AUTH_x", unique)).status_code == 400
     assert objectd.request("PUT", f"/sda/3/AUTH_{unique}").status_code == 400
