@@ -147,10 +147,10 @@ class HttpFloor:
     """``benchmarks/http_floor.py`` on the raw loop's directory: its GET file work behind a bare
     aiohttp handler, started per object size (it answers that many bytes)."""
 
-    def __init__(self, devices: Path, body_bytes: int):
+    def __init__(self, raw_root: Path, body_bytes: int):
         script = Path(__file__).resolve().parent / "http_floor.py"
         self.process = subprocess.Popen(
-            [sys.executable, str(script), str(devices), str(body_bytes)], stdout=subprocess.PIPE
+            [sys.executable, str(script), str(raw_root), str(body_bytes)], stdout=subprocess.PIPE
         )
         assert self.process.stdout is not None
         match = re.search(r"listening on port (\d+)", self.process.stdout.readline().decode())
@@ -241,6 +241,7 @@ class RawDisk:
     """The same file work as objectd's, straight on a directory, with no HTTP."""
 
     def __init__(self, root: Path):
+        self.root = root
         self.layout = Layout(root / "devices", bytes.fromhex(SEED_HEX))
         self.tmp = root / "devices" / "sda" / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,8 @@ class RawDisk:
             finally:
                 os.close(dir_fd)
 
-    def get(self, index: int, name: str, size: int) -> None:
+    def get(self, index: int, name: str, size: int) -> bytes:
+        """The body (the HTTP floor serves it; the raw loop drops it)."""
         hash_dir = self._hash_dir(index, name)
         (data_name,) = os.listdir(hash_dir)
         fd = os.open(os.path.join(hash_dir, data_name), os.O_RDONLY)
@@ -284,7 +286,9 @@ class RawDisk:
             data = os.pread(fd, os.fstat(fd).st_size, 0)
         finally:
             os.close(fd)
-        hashlib.md5(data[:size]).hexdigest()
+        body = data[:size]
+        hashlib.md5(body).hexdigest()
+        return body
 
 
 def _makedirs(path: str) -> list[str]:
@@ -370,7 +374,7 @@ class Bench:
         rates: dict[str, list[float]] = {
             key: [] for key in ("objectd_put", "raw_put", "objectd_get", "raw_get", "floor_get")
         }
-        floor = HttpFloor(self.disk.layout.devices, size) if self.client == "wrk" else None
+        floor = HttpFloor(self.disk.root, size) if self.client == "wrk" else None
         try:
             for index in range(rounds):
                 sides = [("objectd", self.objectd_rate), ("raw", self.raw_rate)]

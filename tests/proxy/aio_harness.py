@@ -1,7 +1,7 @@
 """A real ``shoal aio`` for tests: started on a temp directory and a free port, ready once a
 tempauth login works, stopped with SIGTERM (SIGKILL after a grace period), also on failure.
 
-Public: :class:`AioCluster`, :func:`free_port`.
+Public: :class:`AioCluster`, :func:`free_port`, :func:`hang_up_mid_body`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -175,3 +177,20 @@ class ProxyProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def hang_up_mid_body(aio: AioCluster, url: str, token: str, times: int = 10) -> str:
+    """GET ``url`` ``times`` times, reset each connection once the status line is in, and
+    return what the proxy logged meanwhile (after a second for it to notice)."""
+    parts = urlsplit(url)
+    log_offset = aio.log_path.stat().st_size
+    for _ in range(times):
+        with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+            request = f"GET {parts.path} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n"
+            sock.sendall(request.encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1.0)
+    with open(aio.log_path, "rb") as log:
+        log.seek(log_offset)
+        return log.read().decode(errors="replace")
