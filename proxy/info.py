@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy import dlo, limits
+from proxy import limits
 from proxy.config import ProxyConfig
 
 VERSION = "2.34.0-shoal"  # the Swift API level Shoal speaks, with our suffix
@@ -27,7 +27,9 @@ def info_document(config: ProxyConfig) -> dict[str, Any]:
         ],
         "strict_cors_mode": True,
     }
-    document: dict[str, Any] = {"swift": swift, "dlo": {"max_get_time": dlo.MAX_GET_TIME_S}}
+    # No "dlo" key: Swift 2.38 does not publish one either (DLO always works; clients check
+    # "slo" to choose static large objects, which Shoal does not have yet).
+    document: dict[str, Any] = {"swift": swift}
     if config.auth == "tempauth":
         document["tempauth"] = {"account_acls": False}
     else:

@@ -117,7 +117,7 @@ def test_data_survives_a_restart(aio: AioCluster, tmp_path: Path):
 
 
 def test_cli_segmented_upload_round_trips(aio: AioCluster, tmp_path: Path):
-    """/info advertises DLO and not SLO, so ``swift upload --segment-size`` makes a DLO."""
+    """/info does not advertise SLO, so ``swift upload --segment-size`` makes a DLO."""
     data = os.urandom(3 * 1024 * 1024)
     (tmp_path / "seg.bin").write_bytes(data)
     upload = swift_cli(aio, "upload", "--segment-size", "1048576", "seg", str(tmp_path / "seg.bin"))
