@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from objectd.db import (
@@ -38,6 +39,7 @@ from objectd.db import (
     merge_metadata,
     parse_count_field,
     parse_flag_field,
+    parse_header_count,
     parse_incoming_info,
     parse_name_field,
     parse_timestamp_field,
@@ -122,25 +124,39 @@ class ContainerRow(NamedTuple):
         )
 
     @classmethod
-    def of(cls, item: dict) -> ContainerRow:
-        """From a report or replication dict; normalises timestamps. Raises ValueError/KeyError."""
-        put = Timestamp.parse(item.get("put_timestamp") or ZERO).internal
-        delete = Timestamp.parse(item.get("delete_timestamp") or ZERO).internal
-        stats = Timestamp.parse(item.get("stats_timestamp") or max(put, delete)).internal
+    def from_report(cls, name: str, headers: Mapping[str, str]) -> ContainerRow:
+        """From a container's report to its account (``PUT /d/p/a/c``, ``X-Backend-Server-Type:
+        account``), checked whole with the same field parsers as a peer's rows: timestamps that
+        :meth:`Timestamp.parse` accepts, counts and the policy index in ASCII decimal digits up to
+        SQLite's range. Absent timestamps are none, absent counts 0, an absent stats timestamp
+        the newer of put and delete (as before).
+
+        Raises:
+            ValueError: a malformed header (the message names it).
+        """
+        put = parse_timestamp_field(headers.get("X-Put-Timestamp"), "X-Put-Timestamp") or ZERO
+        delete = (
+            parse_timestamp_field(headers.get("X-Delete-Timestamp"), "X-Delete-Timestamp") or ZERO
+        )
+        stats = parse_timestamp_field(
+            headers.get("X-Backend-Stats-Timestamp"), "X-Backend-Stats-Timestamp"
+        )
         return cls(
-            str(item["name"]),
+            parse_name_field(name, "container"),
             put,
             delete,
-            int(item.get("object_count", 0)),
-            int(item.get("bytes_used", 0)),
-            int(item.get("storage_policy_index", 0)),
-            stats,
+            parse_header_count(headers.get("X-Object-Count"), "X-Object-Count"),
+            parse_header_count(headers.get("X-Bytes-Used"), "X-Bytes-Used"),
+            parse_header_count(
+                headers.get("X-Backend-Storage-Policy-Index"), "X-Backend-Storage-Policy-Index"
+            ),
+            stats or max(put, delete),
         )
 
     @classmethod
     def from_peer(cls, item: dict) -> ContainerRow:
         """From a peer's replication item (see :func:`get_items`), checked whole; normalises
-        timestamps. Unlike :meth:`of` (header strings of a container report), counts must be JSON
+        timestamps. Unlike :meth:`from_report` (header strings), counts must be JSON
         integers. ``name`` is required; absent or null timestamps are none (as in ``merge_info``),
         an absent ``stats_timestamp`` the newer of put and delete; a ``deleted`` flag, if sent,
         must be 0 or 1 and is ignored (it follows from the row, see :attr:`deleted`).

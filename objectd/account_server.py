@@ -33,6 +33,7 @@ from objectd.db import (
     Brokers,
     DatabaseMissing,
     create_database,
+    parse_get_items_args,
     parse_incoming_items,
     update_metadata,
     visible_metadata,
@@ -130,20 +131,10 @@ class AccountServer:
     async def handle_row(self, request: web.Request, path: BackendPath) -> web.Response:
         if request.method != "PUT":
             return web.Response(status=405, headers={"Allow": "PUT"})
-        headers = request.headers
-        try:
-            row = ContainerRow.of(
-                {
-                    "name": path.container,
-                    "put_timestamp": headers.get("X-Put-Timestamp"),
-                    "delete_timestamp": headers.get("X-Delete-Timestamp"),
-                    "object_count": headers.get("X-Object-Count", 0),
-                    "bytes_used": headers.get("X-Bytes-Used", 0),
-                    "storage_policy_index": headers.get("X-Backend-Storage-Policy-Index", 0),
-                    "stats_timestamp": headers.get("X-Backend-Stats-Timestamp"),
-                }
-            )
-        except (KeyError, ValueError) as exc:
+        assert path.container is not None
+        try:  # checked whole before any write: one malformed header refuses the report
+            row = ContainerRow.from_report(path.container, request.headers)
+        except ValueError as exc:
             raise BadRequest(f"bad container report: {exc}") from None
         db_path = self._db_path(path)
         try:
@@ -170,10 +161,10 @@ class AccountServer:
             await self.brokers.merge(path.device, db_path, account_db.merge_containers, rows)
             return web.Response(status=204)
         if op == "get_items":
-            since, count = (
-                int(body.get("since", 0)),
-                min(int(body.get("count", LISTING_LIMIT_MAX)), MERGE_ITEMS_MAX),
-            )
+            try:
+                since, count = parse_get_items_args(body, LISTING_LIMIT_MAX, MERGE_ITEMS_MAX)
+            except ValueError as exc:
+                raise BadRequest(f"get_items: {exc}") from None
             items = await self.brokers.run(path.device, db_path, account_db.get_items, since, count)
             return web.json_response(items)
         if op == "get_info":

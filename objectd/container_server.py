@@ -36,6 +36,7 @@ from objectd.db import (
     Brokers,
     DatabaseMissing,
     create_database,
+    parse_get_items_args,
     parse_incoming_items,
     update_metadata,
     visible_metadata,
@@ -223,10 +224,10 @@ class ContainerServer:
             await self.brokers.merge(path.device, db_path, container_db.merge_objects, rows)
             return web.Response(status=204)
         if op == "get_items":
-            since, count = (
-                int(body.get("since", 0)),
-                min(int(body.get("count", LISTING_LIMIT_MAX)), MERGE_ITEMS_MAX),
-            )
+            try:
+                since, count = parse_get_items_args(body, LISTING_LIMIT_MAX, MERGE_ITEMS_MAX)
+            except ValueError as exc:
+                raise BadRequest(f"get_items: {exc}") from None
             items = await self.brokers.run(
                 path.device, db_path, container_db.get_items, since, count
             )

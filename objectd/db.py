@@ -406,6 +406,37 @@ def parse_count_field(value: object, name: str) -> int:
     return value
 
 
+def parse_header_count(value: str | None, name: str) -> int:
+    """A count or policy index from a header (a container's report to its account): ASCII
+    decimal digits, checked as :func:`parse_count_field`; absent is 0.
+
+    ``int()`` alone took ``-1``, ``" 5"``, ``"+5"``, ``"1_000"`` and other scripts' digits, and
+    numbers beyond SQLite's range that made the INSERT a 500.
+
+    Raises:
+        ValueError: anything else, naming the header.
+    """
+    if value is None:
+        return 0
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"{name}: a non-negative decimal integer, not {value!r}")
+    return parse_count_field(int(value), name)
+
+
+def parse_get_items_args(body: dict, count_default: int, count_max: int) -> tuple[int, int]:
+    """``since`` (a ROWID, default 0) and ``count`` (default ``count_default``, capped at
+    ``count_max``) of a ``get_items`` request; JSON integers as :func:`parse_count_field`.
+
+    A negative count used to reach SQLite as ``LIMIT -1`` (no limit); null or a list was a 500.
+
+    Raises:
+        ValueError: a malformed ``since`` or ``count``, naming it.
+    """
+    since = parse_count_field(body.get("since", 0), "since")
+    count = parse_count_field(body.get("count", count_default), "count")
+    return since, min(count, count_max)
+
+
 def parse_flag_field(value: object, name: str) -> int:
     """A 0/1 flag (``deleted``) from a peer; ``true``/``false`` refused as for counts.
 
