@@ -69,6 +69,8 @@ async def read_json_body(request: web.Request) -> dict[str, Any]:
     """The JSON object body of a replication request (bounded). Raises BadRequest."""
     if request.content_length is None or request.content_length > REPLICATE_BODY_BYTES_MAX:
         raise BadRequest(f"replication body needs a Content-Length <= {REPLICATE_BODY_BYTES_MAX}")
+    if request.content_length == 0:  # aiohttp's readexactly(0) raises instead of returning b""
+        raise BadRequest('REPLICATE body must be {"op": ...}, not empty')
     try:
         body = await request.content.readexactly(request.content_length)
         data = json.loads(body)

@@ -106,11 +106,6 @@ BAD_BODIES = [
     pytest.param(
         b"",
         id="empty",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="known 500: objectd/db_http.py read_json_body calls readexactly(0), which "
-            "raises IncompleteReadError (not this change's file)",
-        ),
     ),
     pytest.param(b"\xff\xfe", id="not-utf8"),
     pytest.param([{"op": "get_info"}], id="a-list"),
