@@ -27,6 +27,8 @@ from blockd.model import Chap
 log = logging.getLogger("blockd.tgt")
 
 DATA_LUN = 1
+TARGET_DELETE_ATTEMPTS = 5  # a forced delete can fail while a connection is being torn down
+TARGET_DELETE_RETRY_S = 0.2
 CONF_SUFFIX = ".conf"
 _TARGET_RE = re.compile(r"^Target (\d+): (\S+)$")
 
@@ -200,10 +202,29 @@ class TgtTarget:
             raise CommandFailed(result)
 
     async def _delete_live(self, state: TgtState, username: str | None) -> None:
+        """Delete the live target, and check that tgtd no longer shows it.
+
+        The forced delete's result used to be ignored, and a CI run once found a volume still
+        exported to its initiator right after the last unexport had answered 204 (cause not
+        established; a delete that failed while a connection was being torn down fits). So the
+        delete is now checked against what tgtd shows, retried up to ``TARGET_DELETE_ATTEMPTS``
+        times, and a target that stays is an error (5xx), never a false success.
+        """
         tid = str(state.tid)
-        await self._tgtadm(
-            "--op", "delete", "--mode", "target", "--tid", tid, "--force", check=False
-        )  # fmt: skip
+        for attempt in range(1, TARGET_DELETE_ATTEMPTS + 1):
+            result = await self._tgtadm(
+                "--op", "delete", "--mode", "target", "--tid", tid, "--force", check=False
+            )  # fmt: skip
+            live = (await self._show()).get(state.iqn)
+            if live is None or live.tid != state.tid:
+                break
+            why = result.stderr.strip() or f"exit {result.returncode}"
+            log.warning(
+                "tgtd kept target %s after delete (attempt %d): %s", state.iqn, attempt, why
+            )
+            if attempt == TARGET_DELETE_ATTEMPTS:
+                raise BackendFailure(f"tgtd still shows target {state.iqn} after delete: {why}")
+            await asyncio.sleep(TARGET_DELETE_RETRY_S)
         if username:
             await self._tgtadm(
                 "--op", "delete", "--mode", "account", "--user", username, check=False
