@@ -36,7 +36,6 @@ from objectd.db import (
     Brokers,
     DatabaseMissing,
     create_database,
-    parse_get_items_args,
     parse_incoming_items,
     update_metadata,
     visible_metadata,
@@ -44,7 +43,9 @@ from objectd.db import (
 from objectd.db_http import (
     CONTAINER_META,
     encode_listing,
+    get_items_args,
     listing_response,
+    merge_info_op,
     metadata_updates,
     read_json_body,
 )
@@ -224,10 +225,7 @@ class ContainerServer:
             await self.brokers.merge(path.device, db_path, container_db.merge_objects, rows)
             return web.Response(status=204)
         if op == "get_items":
-            try:
-                since, count = parse_get_items_args(body, LISTING_LIMIT_MAX, MERGE_ITEMS_MAX)
-            except ValueError as exc:
-                raise BadRequest(f"get_items: {exc}") from None
+            since, count = get_items_args(body, LISTING_LIMIT_MAX, MERGE_ITEMS_MAX)
             items = await self.brokers.run(
                 path.device, db_path, container_db.get_items, since, count
             )
@@ -236,14 +234,9 @@ class ContainerServer:
             info = await self.brokers.run(path.device, db_path, container_db.get_info)
             return web.json_response(_info_dict(info))
         if op == "merge_info":
-            info = body.get("info", {})
-            if not isinstance(info, dict):
-                raise BadRequest("merge_info takes an info object")
-            try:
-                await self.brokers.run(path.device, db_path, container_db.merge_info, info)
-            except (KeyError, ValueError, TypeError) as exc:  # checked before any write
-                raise BadRequest(f"bad info: {exc}") from None
-            return web.Response(status=204)
+            return await merge_info_op(
+                self.brokers, path.device, db_path, container_db.merge_info, body
+            )
         raise BadRequest(f"unknown replication op {op!r}")
 
     # --- account updates ----------------------------------------------------------------------

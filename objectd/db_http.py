@@ -2,18 +2,19 @@
 replication bodies (POST with X-Backend-Replicate).
 
 Public: :func:`metadata_updates`, :func:`encode_listing`, :func:`listing_response`,
-:func:`read_json_body`,
+:func:`read_json_body`, :func:`get_items_args`, :func:`merge_info_op`,
 :data:`CONTAINER_META`, :data:`ACCOUNT_META`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from objectd.db import Brokers, parse_get_items_args
 from objectd.errors import BadRequest
 from objectd.limits import REPLICATE_BODY_BYTES_MAX
 
@@ -79,3 +80,26 @@ async def read_json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("op"), str):
         raise BadRequest('REPLICATE body must be {"op": ...}')
     return data
+
+
+def get_items_args(body: Mapping[str, Any], count_default: int, count_max: int) -> tuple[int, int]:
+    """``(since, count)`` of a ``get_items`` op. Raises BadRequest naming the bad field."""
+    try:
+        return parse_get_items_args(body, count_default, count_max)
+    except ValueError as exc:
+        raise BadRequest(f"get_items: {exc}") from None
+
+
+async def merge_info_op(
+    brokers: Brokers, device: str, db_path: str, merge: Callable[..., None], body: Mapping
+) -> web.Response:
+    """A ``merge_info`` op: ``merge`` (container_db's or account_db's) checks the whole info
+    before it writes, so a malformed one is a 400 that changed nothing."""
+    info = body.get("info", {})
+    if not isinstance(info, dict):
+        raise BadRequest("merge_info takes an info object")
+    try:
+        await brokers.run(device, db_path, merge, info)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BadRequest(f"bad info: {exc}") from None
+    return web.Response(status=204)
