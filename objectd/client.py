@@ -213,6 +213,33 @@ class BackendStream:
         except _FAILURES_OR_TIMEOUT as exc:
             raise _translate(self.node, exc) from exc
 
+    def take_over(self) -> tuple[bytes, int] | None:
+        """Stop aiohttp reading this answer; return the body bytes it had buffered and the
+        connection's socket descriptor, from which the caller reads the rest itself (the proxy's
+        splice relay). The connection is then closed by :meth:`close`, never reused: aiohttp's
+        parser did not see the rest of the body. None when there is nothing to take over (the
+        body is complete already, or the connection is TLS).
+
+        Raises:
+            BackendUnavailable: the body had already failed.
+        """
+        response = self._response
+        connection = response.connection
+        if connection is None or response.content.is_eof():
+            return None  # the whole body is buffered and the connection back in the pool
+        transport, protocol = connection.transport, connection.protocol
+        if transport is None or protocol is None or transport.is_closing():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.get_extra_info("sslcontext") is not None:
+            return None
+        try:
+            buffered = response.content.read_nowait()
+        except _FAILURES_OR_TIMEOUT as exc:
+            raise _translate(self.node, exc) from exc
+        protocol.pause_reading()  # no await since the read: nothing more reached aiohttp
+        return buffered, sock.fileno()
+
     async def read(self) -> bytes:
         """The whole body (for small objects and tests)."""
         try:

@@ -19,9 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from objectd.client import BackendError, BackendStream
-from proxy import dlo, limits
+from objectd.client import BackendError, BackendStream, BackendUnavailable
+from proxy import dlo, limits, splice_relay
 from proxy.cluster import Cluster, is_node_failure
+from proxy.config import ProxyConfig
 from proxy.container_info import backend_headers, container_info
 from proxy.context import RequestContext
 from proxy.errors import SwiftError
@@ -56,14 +57,58 @@ class OpenObject:
                 return f"bytes={first + sent}-{last}"
         return None  # multipart/byteranges: the framing cannot be resumed
 
-    async def chunks(self) -> Any:
+    async def send_body(
+        self, request: web.Request, response: web.StreamResponse, config: ProxyConfig
+    ) -> None:
+        """Send the body to the prepared ``response``: spliced when large and possible (see
+        :mod:`proxy.splice_relay`), chunk by chunk otherwise, failing over mid-body either way.
+
+        Raises:
+            BackendError: no replica could provide the rest.
+            ConnectionError: the client went away.
+        """
+        length = int(self.stream.headers.get("Content-Length", "-1"))
+        client_fd = None
+        if splice_relay.available() and length >= splice_relay.SPLICE_MIN_BYTES:
+            client_fd = splice_relay.client_socket_fd(request)
+        sent, failure = 0, None
+        try:
+            taken = self.stream.take_over() if client_fd is not None else None
+        except BackendError as exc:
+            taken, failure = None, exc
+        if taken is not None:
+            assert client_fd is not None
+            buffered, backend_fd = taken
+            if buffered:
+                await response.write(buffered)  # with the status line
+            else:
+                request.writer.send_headers()
+            try:
+                await splice_relay.relay(
+                    request, client_fd, backend_fd, length - len(buffered),
+                    backend_timeout_s=config.node_timeout_s,
+                    client_timeout_s=config.client_timeout_s,
+                )  # fmt: skip
+                return
+            except splice_relay.RelayCut as cut:
+                sent = len(buffered) + cut.sent
+                failure = BackendUnavailable(self.stream.node, str(cut))
+        async for chunk in self.chunks(sent, failure):
+            await response.write(chunk)
+
+    async def chunks(self, sent: int = 0, failure: BackendError | None = None) -> Any:
         """The body, failing over to other replicas mid-stream. Raises BackendError when no
-        replica can provide the rest."""
-        sent = 0
+        replica can provide the rest.
+
+        ``sent`` bytes of the current stream reached the client already, and ``failure`` is how
+        that stream ended, when it did (the splice relay hands over this way)."""
         etag = self.stream.headers.get("ETag", "")
         stream = self.stream
         while True:
             try:
+                if failure is not None:
+                    failed, failure = failure, None
+                    raise failed
                 async for chunk in stream.iter_chunks():
                     sent += len(chunk)
                     yield chunk
@@ -245,8 +290,7 @@ async def handle_object_get(ctx: RequestContext) -> web.StreamResponse:
             response.content_length = length
         await response.prepare(ctx.request)
         try:
-            async for chunk in opened.chunks():
-                await response.write(chunk)
+            await opened.send_body(ctx.request, response, ctx.config)
         except BackendError as exc:
             log.error("object GET: no replica could finish the body: %s", exc)
             _cut(ctx.request)

@@ -96,7 +96,17 @@ class AioCluster:
 
     def node_pids(self) -> list[int]:
         """The objectd processes' pids (children of the aio process)."""
+        return self._children_running(b"objectd")
+
+    def proxy_pids(self) -> list[int]:
+        """The proxy's processes: its master (a child of the aio process) and its workers."""
+        masters = self._children_running(b"proxy")
+        workers = [w for m in masters for w in self._children_running(b"proxy", parent=m)]
+        return sorted(masters + workers)
+
+    def _children_running(self, command: bytes, parent: int | None = None) -> list[int]:
         assert self.process is not None
+        parent = self.process.pid if parent is None else parent
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -105,7 +115,7 @@ class AioCluster:
                 stat = (entry / "stat").read_text()
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                if ppid == self.process.pid and b"objectd" in cmdline:
+                if ppid == parent and command in cmdline:
                     pids.append(int(entry.name))
         return sorted(pids)
 
