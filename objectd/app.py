@@ -74,6 +74,7 @@ def build_app(config: ObjectdConfig) -> web.Application:
             reserve=config.reserve,
             threads_per_device=config.threads_per_device,
             named_temp_files=config.named_temp_files,
+            keep_cache_bytes_max=config.keep_cache_bytes_max,
         )
         sendfile_pool = concurrent.futures.ThreadPoolExecutor(
             SENDFILE_THREADS_MAX, thread_name_prefix="sendfile"

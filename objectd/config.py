@@ -149,6 +149,14 @@ class ObjectdConfig:
         "live temp file is written at least every client_timeout_s, which must be shorter)",
         check=lambda v: v > 0,
     )
+    keep_cache_bytes_max: int = option(
+        64 * 1024,
+        "objects written with a body larger than this are dropped from the page cache once "
+        "durable (posix_fadvise DONTNEED), as Swift drops every object it writes: large bodies "
+        "are rarely read again at once, and the memory serves small objects, inodes and "
+        "directories better; -1 keeps everything",
+        check=lambda v: v >= -1,
+    )
     named_temp_files: bool = option(
         False,
         "write object bodies to named files in <device>/tmp even where O_TMPFILE works (tests "

@@ -50,6 +50,7 @@ class Devices:
         reserve: Reserve,
         threads_per_device: int,
         named_temp_files: bool = False,
+        keep_cache_bytes_max: int = -1,
     ):
         self.io = io
         self.cached_reads = cached_reads_for(io)  # None: every read goes to the disk threads
@@ -60,6 +61,7 @@ class Devices:
         self._pools: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         self.no_tmpfile: set[str] = set()  # devices whose filesystem refused O_TMPFILE
         self.named_temp_files = named_temp_files  # the option: never try O_TMPFILE
+        self.keep_cache_bytes_max = keep_cache_bytes_max  # -1: never drop written objects
         self._known: frozenset[str] = frozenset()
         self._scanned_at = 0.0
         self._scan_lock = asyncio.Lock()

@@ -165,6 +165,14 @@ class DiskIO:
             self._check("fsync")
         os.fsync(fd)
 
+    def drop_cache(self, fd: int) -> None:
+        """Drop ``fd``'s clean pages from the page cache (a hint: errors are ignored, and pages
+        still dirty stay)."""
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except (OSError, AttributeError):
+            pass
+
     def fallocate(self, fd: int, size: int) -> None:
         """Reserve ``size`` bytes (so ENOSPC comes now, not half-way); ignored where unsupported."""
         if self._check:

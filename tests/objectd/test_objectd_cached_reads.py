@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from objectd_harness import hash_dir_of
+from objectd_harness import hash_dir_of, start_objectd
 from objectd_helpers import md5, object_put_headers, ts
 
 from objectd.cached_io import CachedReads, WouldBlock, cached_reads_for
@@ -144,3 +144,40 @@ def test_a_corrupt_cached_small_object_is_still_quarantined(stored):
     assert process.request("GET", "/sda/7/AUTH_c/box/small").status_code == 404
     assert not data_file.exists()
     assert list((process.devices / "sda" / "quarantined").rglob("*.data"))
+
+
+def _cached(reads: CachedReads, hash_dir: Path) -> bool:
+    """Whether the first page of the object's ``.data`` file is in the page cache."""
+    (data_file,) = hash_dir.glob("*.data")
+    fd = os.open(data_file, os.O_RDONLY)
+    try:
+        reads.pread(fd, 4096, 0)
+        return True
+    except WouldBlock:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("keep_cache_bytes_max", [64 * 1024, -1])
+def test_large_bodies_leave_the_page_cache_once_durable(reads, tmp_path, keep_cache_bytes_max):
+    """As Swift, objectd drops what it wrote (above ``keep_cache_bytes_max``) after the fsync;
+    small objects stay cached for the event loop's reads. -1 keeps everything."""
+    process = start_objectd(tmp_path / "node", keep_cache_bytes_max=keep_cache_bytes_max)
+    try:
+        dirs = {}
+        for name, body in (("small", SMALL), ("large", LARGE), ("streamed", LARGE)):
+            path = f"/sda/7/AUTH_c/box/{name}"
+            headers = object_put_headers(ts())
+            if name == "streamed":  # the 100-continue path: several disk hops
+                headers["Expect"] = "100-continue"
+            response = process.request("PUT", path, data=body, headers=headers)
+            assert response.status_code == 201, response.text
+            dirs[name] = hash_dir_of(process, "sda", 7, "AUTH_c", "box", name)
+        assert _cached(reads, dirs["small"])
+        dropping = keep_cache_bytes_max >= 0
+        assert _cached(reads, dirs["large"]) is not dropping
+        assert _cached(reads, dirs["streamed"]) is not dropping
+        assert process.request("GET", "/sda/7/AUTH_c/box/large").content == LARGE
+    finally:
+        process.stop()
