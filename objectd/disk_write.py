@@ -52,7 +52,7 @@ from objectd.errors import (
     InvariantViolation,
     PreconditionFailed,
 )
-from objectd.limits import SMALL_BODY_BYTES_MAX
+from objectd.limits import DROP_BEHIND_BYTES, SMALL_BODY_BYTES_MAX
 from objectd.metadata import DATA, OnDiskFiles, choose_files, encode_trailer, parse_file_name
 from objectd.suffix_hashes import invalidate_suffix
 from shoal.timestamp import Timestamp
@@ -189,6 +189,7 @@ class ObjectWriter:
         self._md5 = hashlib.md5()
         self._temp: TempFile | None = None
         self._fallocated = False
+        self._dropped_at = 0  # bytes_written at the last drop behind (DROP_BEHIND_BYTES)
 
     def open(self, timestamp: Timestamp, if_none_match_star: bool, *, precheck: bool) -> None:
         """Check the device and space (and, with ``precheck``, the timestamp); open the temp file.
@@ -219,6 +220,13 @@ class ObjectWriter:
         for chunk in chunks:
             self._md5.update(chunk)
             self.bytes_written += len(chunk)
+        keep_max = self.devices.keep_cache_bytes_max
+        if (
+            0 <= keep_max < self.bytes_written
+            and self.bytes_written - self._dropped_at >= DROP_BEHIND_BYTES
+        ):
+            self.devices.io.drop_cache(self._temp.fd)  # writes back the new, frees the written
+            self._dropped_at = self.bytes_written
 
     def commit(
         self,

@@ -166,8 +166,8 @@ class DiskIO:
         os.fsync(fd)
 
     def drop_cache(self, fd: int) -> None:
-        """Drop ``fd``'s clean pages from the page cache (a hint: errors are ignored, and pages
-        still dirty stay)."""
+        """Drop ``fd``'s clean pages from the page cache and start writing back its dirty ones,
+        which stay (a hint: errors are ignored)."""
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except (OSError, AttributeError):

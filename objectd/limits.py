@@ -22,6 +22,12 @@ WRITE_BUFFER_BYTES = 256 * KiB
 hops than one per network chunk, small enough that hashing and writing the first part of a body
 overlaps with receiving the rest (one disk write in flight per request)."""
 
+DROP_BEHIND_BYTES = 8 * MiB
+"""A streamed body that will leave the page cache (``keep_cache_bytes_max``) is dropped behind
+the writer every this many bytes: writeback of what was written starts at once, the pages
+already written back are freed and reused by the next writes. Without it a 256 MiB upload holds
+256 MiB of dirty pages per replica until its final fsync, all of them freshly allocated."""
+
 VERIFY_READ_BYTES = 1 * MiB
 """Reads of the MD5 check of a whole-object GET (page cache, so large reads are cheapest)."""
 

@@ -19,7 +19,11 @@ from objectd.cached_io import CachedReads, WouldBlock, cached_reads_for
 from objectd.config import Reserve
 from objectd.devices import Devices
 from objectd.disk_read import read_state_cached
+from objectd.disk_write import ObjectWriter
 from objectd.diskio import DiskIO
+from objectd.layout import Layout
+from objectd.limits import DROP_BEHIND_BYTES
+from shoal.timestamp import Timestamp
 
 SMALL = os.urandom(10_000)  # read whole by a GET
 LARGE = os.urandom(3 * 1024 * 1024 + 17)  # sent with sendfile by a GET
@@ -181,3 +185,40 @@ def test_large_bodies_leave_the_page_cache_once_durable(reads, tmp_path, keep_ca
         assert process.request("GET", "/sda/7/AUTH_c/box/large").content == LARGE
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("keep_cache_bytes_max", [64 * 1024, -1])
+def test_a_long_upload_is_dropped_behind_the_writer(reads, tmp_path, keep_cache_bytes_max):
+    """Every DROP_BEHIND_BYTES, what the writer wrote and the disk already has leaves the page
+    cache (the kernel's writeback is made synchronous here with an fsync, so the check does not
+    depend on its timing); with -1 the pages stay."""
+    (tmp_path / "sda").mkdir()
+    devices = Devices(
+        DiskIO(), Layout(tmp_path, b"seed"), mount_check=False, reserve=Reserve.parse("0"),
+        threads_per_device=1, keep_cache_bytes_max=keep_cache_bytes_max,
+    )  # fmt: skip
+    writer = ObjectWriter(devices, "sda", str(tmp_path / "sda" / "hash"), None)
+    writer.open(Timestamp(1.0), False, precheck=False)
+    try:
+        fd = writer._temp.fd
+        writer.write([b"a" * DROP_BEHIND_BYTES])
+        os.fsync(fd)  # the first window is on the disk: its pages are clean
+        writer.write([b"b" * 1024 * 1024])  # the next write drops behind (a whole window later)
+        writer.write([b"c" * (DROP_BEHIND_BYTES - 1024 * 1024)])
+        first_page_cached = _fd_cached(reads, fd, 0)
+        assert first_page_cached is (keep_cache_bytes_max < 0)
+    finally:
+        writer.abort()
+
+
+def _fd_cached(reads: CachedReads, fd: int, offset: int) -> bool:
+    """Whether a page of the (write-only, unnamed) temp file is cached: read through a second
+    descriptor, opened by way of /proc."""
+    reader = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY)
+    try:
+        reads.pread(reader, 4096, offset)
+        return True
+    except WouldBlock:
+        return False
+    finally:
+        os.close(reader)
