@@ -4,8 +4,8 @@ Public: :class:`ObjectAuditor`, :class:`AuditReport`.
 
 For every object directory of the local devices (:mod:`objectd.object_walk`) the auditor reads
 the files that decide its state: the ``.data`` trailer (footer, metadata checksum) and its whole
-body, whose size and MD5 must match ``Content-Length`` and ``ETag``; the trailers of ``.meta``
-and ``.ts``. Reads are paid for at two token buckets, ``audit_bytes_per_s_max`` and
+body, whose size and MD5 must match ``Content-Length`` and ``ETag`` (and its xxh3-64 the
+recorded one, which readers verify with); the trailers of ``.meta`` and ``.ts``. Reads are paid for at two token buckets, ``audit_bytes_per_s_max`` and
 ``audit_files_per_s_max`` (Swift's defaults: 10 MB/s, 20 files/s), so client reads keep the disk.
 
 A bad object's whole directory moves to ``<device>/quarantined/objects[-N]/<hash>`` (the same
@@ -27,6 +27,8 @@ import os
 import time
 from typing import Any
 
+import xxhash
+
 from objectd.config import Reserve
 from objectd.daemon_config import DaemonConfig, daemon_seed
 from objectd.daemon_loop import run_passes
@@ -34,7 +36,7 @@ from objectd.devices import Devices
 from objectd.disk_read import quarantine
 from objectd.diskio import DiskIO
 from objectd.layout import Layout
-from objectd.metadata import CorruptFile, choose_files, read_file
+from objectd.metadata import BODY_CHECKSUM_KEY, CorruptFile, choose_files, read_file
 from objectd.object_walk import ObjectLocation, take, walk_objects
 from objectd.rate_limit import RateLimiter
 from objectd.suffix_hashes import invalidate_suffix
@@ -143,6 +145,8 @@ class ObjectAuditor:
             if data.metadata.get("Content-Length") != str(data.body_bytes):
                 return f"body of {data.body_bytes} bytes, metadata says otherwise"
             digest = hashlib.md5()
+            recorded_checksum = data.metadata.get(BODY_CHECKSUM_KEY)
+            checksum = xxhash.xxh3_64()  # readers verify with this one: it must be right too
             offset = 0
             while offset < data.body_bytes:
                 count = min(AUDIT_READ_BYTES, data.body_bytes - offset)
@@ -151,10 +155,15 @@ class ObjectAuditor:
                 if not piece:
                     return "short read"
                 digest.update(piece)
+                checksum.update(piece)
                 offset += len(piece)
                 report.bytes_read += len(piece)
             if digest.hexdigest() != recorded_etag:
                 return f"MD5 {digest.hexdigest()} does not match ETag {recorded_etag}"
+            if recorded_checksum is not None and checksum.hexdigest() != recorded_checksum:
+                return (
+                    f"xxh3 {checksum.hexdigest()} does not match the recorded {recorded_checksum}"
+                )
             return None
         finally:
             os.close(fd)

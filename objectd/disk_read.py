@@ -2,7 +2,7 @@
 quarantine what is corrupt.
 
 Public: :class:`ObjectState`, :func:`read_state`, :func:`read_state_cached`,
-:func:`md5_of_range`, :func:`quarantine`.
+:func:`digest_of_range`, :func:`quarantine`.
 
 All functions here block and run on the device's threads (``Devices.run``), except
 :func:`read_state_cached`, which never waits for the disk (:mod:`objectd.cached_io`) and runs on
@@ -10,20 +10,22 @@ the event loop.
 
 A read lists the hash directory once, chooses the files that decide the object's state
 (:func:`objectd.metadata.choose_files`), opens the ``.data`` and reads its trailer; a file of at
-most ``SMALL_BODY_BYTES_MAX`` is read whole in the same ``pread`` and its MD5 checked at once, so
-a corrupt small object is quarantined before a byte of it is served. Larger bodies are checked
-while they are sent (see ``object_get``). A file whose trailer is corrupt, or whose MD5 is wrong,
-is quarantined: its whole hash directory moves to ``<device>/quarantined/objects[-N]/`` and the
+most ``SMALL_BODY_BYTES_MAX`` is read whole in the same ``pread`` and its checksum checked at
+once (``objectd.metadata.body_hasher``: xxh3-64, or the MD5 of older files), so a corrupt small
+object is quarantined before a byte of it is served. Larger bodies are checked while they are
+sent (see ``object_get``). A file whose trailer is corrupt, or whose checksum is wrong, is
+quarantined: its whole hash directory moves to ``<device>/quarantined/objects[-N]/`` and the
 object reads as missing until the replicator brings a good copy back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from objectd.cached_io import CachedReads, WouldBlock
 from objectd.devices import Devices
@@ -36,6 +38,7 @@ from objectd.metadata import (
     CorruptFile,
     ObjectFile,
     OnDiskFiles,
+    body_hasher,
     choose_files,
     read_file,
 )
@@ -193,16 +196,17 @@ def _read_data(
 
 
 def _check_data(data: ObjectFile) -> None:
-    """Pair check of what the writer asserted: size and (for a whole body) MD5 as recorded."""
+    """Pair check of what the writer asserted: size and (for a whole body) its checksum as
+    recorded (xxh3-64, or the MD5 of files written before it: ``body_hasher``)."""
     try:
         recorded_bytes = int(data.metadata["Content-Length"])
-        recorded_etag = data.metadata["ETag"]
+        new_hasher, expected = body_hasher(data.metadata)
     except (KeyError, ValueError):
         raise CorruptFile("data file without Content-Length or ETag") from None
     if recorded_bytes != data.body_bytes:
         raise CorruptFile(f"body of {data.body_bytes} bytes, metadata says {recorded_bytes}")
-    if data.body is not None and hashlib.md5(data.body).hexdigest() != recorded_etag:
-        raise CorruptFile("MD5 of the body does not match its ETag")
+    if data.body is not None and new_hasher(data.body).hexdigest() != expected:
+        raise CorruptFile("the body does not match its recorded checksum")
 
 
 def _read_meta(io: DiskIO | CachedReads, state: ObjectState) -> dict[str, str] | None:
@@ -217,9 +221,12 @@ def _read_meta(io: DiskIO | CachedReads, state: ObjectState) -> dict[str, str] |
         os.close(fd)
 
 
-def md5_of_range(devices: Devices, fd: int, offset: int, count: int) -> str:
-    """Hex MD5 of ``count`` bytes of ``fd`` from ``offset`` (a short file hashes what it has)."""
-    digest = hashlib.md5()
+def digest_of_range(
+    devices: Devices, fd: int, offset: int, count: int, new_hasher: Callable[[], Any]
+) -> str:
+    """Hex digest (``new_hasher``: hashlib.md5, xxhash.xxh3_64) of ``count`` bytes of ``fd``
+    from ``offset`` (a short file hashes what it has)."""
+    digest = new_hasher()
     end = offset + count
     while offset < end:
         chunk = devices.io.pread(fd, min(VERIFY_READ_BYTES, end - offset), offset)

@@ -17,8 +17,9 @@ The durable write path, and why each step is there:
    The trailer is then written past the fallocated body, so blocks allocated beyond the end are
    trimmed before the fsync (XFS would otherwise keep ~2 MiB of speculative preallocation per
    object for good).
-3. **Stream and hash.** Body buffers are written and MD5-hashed on the disk thread; the ETag and
-   size are checked against what the client announced (422 / 499) before anything is visible.
+3. **Stream and hash.** Body buffers are written and hashed on the disk thread (MD5 for the ETag,
+   xxh3-64 for readers' verification: ``objectd.metadata.BODY_CHECKSUM_KEY``); the ETag and size
+   are checked against what the client announced (422 / 499) before anything is visible.
 4. **Trailer, then fsync.** The metadata trailer is appended and the file fsynced: body and
    metadata are now durable together (``objectd.metadata``). A body larger than
    ``keep_cache_bytes_max`` is then dropped from the page cache, as Swift drops every object it
@@ -43,6 +44,8 @@ import os
 import uuid
 from collections.abc import Callable
 
+import xxhash
+
 from objectd.devices import Devices
 from objectd.disk_read import ObjectState, read_state
 from objectd.errors import (
@@ -53,7 +56,14 @@ from objectd.errors import (
     PreconditionFailed,
 )
 from objectd.limits import DROP_BEHIND_BYTES, SMALL_BODY_BYTES_MAX
-from objectd.metadata import DATA, OnDiskFiles, choose_files, encode_trailer, parse_file_name
+from objectd.metadata import (
+    BODY_CHECKSUM_KEY,
+    DATA,
+    OnDiskFiles,
+    choose_files,
+    encode_trailer,
+    parse_file_name,
+)
 from objectd.suffix_hashes import invalidate_suffix
 from shoal.timestamp import Timestamp
 
@@ -187,6 +197,7 @@ class ObjectWriter:
         self.expected_bytes = expected_bytes
         self.bytes_written = 0
         self._md5 = hashlib.md5()
+        self._checksum = xxhash.xxh3_64()  # for readers' verification (BODY_CHECKSUM_KEY)
         self._temp: TempFile | None = None
         self._fallocated = False
         self._dropped_at = 0  # bytes_written at the last drop behind (DROP_BEHIND_BYTES)
@@ -219,6 +230,7 @@ class ObjectWriter:
         self.devices.io.writev(self._temp.fd, chunks)
         for chunk in chunks:
             self._md5.update(chunk)
+            self._checksum.update(chunk)
             self.bytes_written += len(chunk)
         keep_max = self.devices.keep_cache_bytes_max
         if (
@@ -246,9 +258,11 @@ class ObjectWriter:
         try:
             for chunk in last:
                 self._md5.update(chunk)
+                self._checksum.update(chunk)
                 self.bytes_written += len(chunk)
             etag = self._check_body(client_etag)
             metadata["ETag"] = etag
+            metadata[BODY_CHECKSUM_KEY] = self._checksum.hexdigest()  # computed here, never copied
             metadata["Content-Length"] = str(self.bytes_written)
             trailer = encode_trailer(metadata, self.bytes_written)
             self.devices.io.writev(self._temp.fd, [*last, trailer])  # tail and trailer: one call

@@ -9,8 +9,9 @@ hop to the device's threads. Then, on the loop, expiry
 (``X-Delete-At``), the conditional headers and ``Range`` are applied as Swift does.
 
 Bodies of larger objects go out with ``sendfile`` (:mod:`objectd.sendfile`). A whole-object GET is
-also verified: a disk thread computes the MD5 of the file while the body is being sent, and the
-last ``WITHHELD_TAIL_BYTES`` are sent only once that MD5 matches the ETag. On a mismatch the
+also verified: a disk thread computes the checksum of the file while the body is being sent
+(xxh3-64, or the MD5 of files written before it: :func:`objectd.metadata.body_hasher`), and the
+last ``WITHHELD_TAIL_BYTES`` are sent only once it matches what was recorded. On a mismatch the
 object is quarantined and the connection is cut short, so the client (the proxy) sees a failed
 read, never a complete corrupt object, and the object is never served again from this disk.
 """
@@ -30,7 +31,7 @@ from objectd.conditions import conditional_status, range_applies
 from objectd.devices import Devices
 from objectd.disk_read import (
     ObjectState,
-    md5_of_range,
+    digest_of_range,
     quarantine,
     read_state,
     read_state_cached,
@@ -38,6 +39,7 @@ from objectd.disk_read import (
 from objectd.errors import NotFound, PreconditionFailed
 from objectd.layout import Layout
 from objectd.limits import WITHHELD_TAIL_BYTES
+from objectd.metadata import body_hasher
 from objectd.object_headers import response_headers
 from objectd.ranges import MultipartPlan, content_range, parse_range, resolve_ranges
 from objectd.sendfile import FileSender
@@ -176,7 +178,7 @@ class ObjectReader:
                     await _send_multipart(sender, plan, state.fd)
             await response.write_eof()
         except _CorruptBody:
-            log.error("quarantined %s while serving it: MD5 mismatch", state.hash_dir)
+            log.error("quarantined %s while serving it: checksum mismatch", state.hash_dir)
         except _SEND_ERRORS as exc:
             log.info("GET %s ended early: %r", path.name, exc)
         return response
@@ -186,12 +188,15 @@ class ObjectReader:
     ) -> None:
         assert state.fd is not None and state.metadata is not None
         size = state.body_bytes
-        verify = self.devices.submit(path.device, md5_of_range, self.devices, state.fd, 0, size)
+        new_hasher, expected = body_hasher(state.data_metadata or state.metadata)
+        verify = self.devices.submit(
+            path.device, digest_of_range, self.devices, state.fd, 0, size, new_hasher
+        )
         try:
             head_bytes = max(0, size - WITHHELD_TAIL_BYTES)
             await sender.send_range(state.fd, 0, head_bytes)
             digest = await verify
-            if digest != state.metadata["ETag"]:
+            if digest != expected:
                 await self.devices.run(
                     path.device, quarantine, self.devices, path.device, policy, state.hash_dir
                 )

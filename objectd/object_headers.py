@@ -29,7 +29,7 @@ METADATA_PREFIXES = (USER_PREFIX, SYSMETA_PREFIX, TRANSIENT_PREFIX)
 _POST_PREFIXES = (USER_PREFIX, TRANSIENT_PREFIX)
 
 # keys that are ours, not headers to return
-_INTERNAL_KEYS = frozenset({"name"})
+_INTERNAL_KEYS = frozenset({"name", "xxh3"})  # xxh3: objectd.metadata.BODY_CHECKSUM_KEY
 
 
 def _title(name: str) -> str:

@@ -15,8 +15,13 @@ import re
 import time
 
 import pytest
+import requests
+import xxhash
 from objectd_harness import filesystem_type, hash_dir_of
 from objectd_helpers import md5, object_put_headers, ts
+
+from objectd.diskio import DiskIO
+from objectd.metadata import BODY_CHECKSUM_KEY, encode_trailer, read_file
 
 SMALL = bytes(range(256)) * 40  # 10,240 bytes: read whole in one hop
 LARGE = os.urandom(2 * 1024 * 1024 + 333)  # sendfile path
@@ -301,3 +306,71 @@ def test_non_ascii_metadata_round_trips(objectd, unique):
     )
     value = objectd.request("HEAD", _path(unique)).headers["X-Object-Meta-Greeting"]
     assert value.encode("latin-1").decode("utf-8") == "héllo wörld ✓"
+
+
+def _data_file(objectd, name: str):
+    hash_dir = hash_dir_of(objectd, "sda", 11, "AUTH_r", "cont", name)
+    (data_file,) = [f for f in os.listdir(hash_dir) if f.endswith(".data")]
+    return hash_dir / data_file
+
+
+def _trailer(path) -> dict[str, str]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return read_file(DiskIO(), fd, os.fstat(fd).st_size).metadata
+    finally:
+        os.close(fd)
+
+
+def _rewrite_trailer(path, metadata: dict[str, str]) -> None:
+    """The file as a writer without the checksum key (objectd before it) would have left it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        body_bytes = read_file(DiskIO(), fd, os.fstat(fd).st_size).body_bytes
+        body = os.pread(fd, body_bytes, 0)
+    finally:
+        os.close(fd)
+    path.write_bytes(body + encode_trailer(metadata, body_bytes))
+
+
+@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["small", "large"])
+def test_every_data_file_records_the_xxh3_of_its_body_and_never_shows_it(objectd, unique, body):
+    response = objectd.request("PUT", _path(unique), data=body, headers=object_put_headers())
+    assert response.status_code == 201
+    assert _trailer(_data_file(objectd, unique))[BODY_CHECKSUM_KEY] == xxhash.xxh3_64_hexdigest(
+        body
+    )
+    for method in ("HEAD", "GET"):
+        answer = objectd.request(method, _path(unique))
+        assert answer.status_code == 200
+        assert not [h for h in answer.headers if "xxh3" in h.lower()]
+
+
+@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["small", "large"])
+def test_a_file_without_the_xxh3_is_still_verified_by_its_md5(objectd, unique, body):
+    objectd.request("PUT", _path(unique), data=body, headers=object_put_headers())
+    path = _data_file(objectd, unique)
+    metadata = _trailer(path)
+    del metadata[BODY_CHECKSUM_KEY]
+    _rewrite_trailer(path, metadata)
+    assert objectd.request("GET", _path(unique)).content == body  # an intact body is served
+    _corrupt_body(objectd, unique)
+    try:
+        answer = objectd.request("GET", _path(unique))
+        served = answer.content if answer.status_code == 200 else b""
+    except requests.RequestException:
+        served = b""  # a large body is cut short
+    assert served != body and len(served) < len(body)
+    time.sleep(0.2)
+    assert _quarantined(objectd, unique)
+
+
+def test_a_wrong_recorded_xxh3_is_caught_by_readers(objectd, unique):
+    """The checksum is what readers trust: a wrong one (whatever the body) is never ignored."""
+    objectd.request("PUT", _path(unique), data=SMALL, headers=object_put_headers())
+    path = _data_file(objectd, unique)
+    metadata = _trailer(path)
+    metadata[BODY_CHECKSUM_KEY] = "0" * 16
+    _rewrite_trailer(path, metadata)
+    assert objectd.request("GET", _path(unique)).status_code == 404
+    assert _quarantined(objectd, unique)

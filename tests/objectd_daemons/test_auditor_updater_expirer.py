@@ -14,8 +14,12 @@ import hashlib
 import os
 import time
 
+import xxhash
+
 from objectd.auditor import ObjectAuditor
+from objectd.diskio import DiskIO
 from objectd.expirer import ObjectExpirer
+from objectd.metadata import BODY_CHECKSUM_KEY, encode_trailer, read_file
 from objectd.replicator import ObjectReplicator
 from objectd.updater import ObjectUpdater
 from shoal.clock import ManualClock
@@ -59,6 +63,26 @@ def test_corrupt_object_is_quarantined_by_auditor_and_restored_by_replicator(
         assert response.headers["ETag"].strip('"') == hashlib.md5(expected).hexdigest()
     again = asyncio.run(ObjectAuditor(cluster3.daemon_config(victim, "auditor")).run_once())
     assert again.quarantined == 0
+
+
+def test_auditor_quarantines_a_wrong_recorded_xxh3(cluster3: LocalCluster):
+    """Readers verify bodies with the recorded xxh3-64 (objectd.metadata.BODY_CHECKSUM_KEY), so
+    the auditor checks it as well as the MD5: a wrong one is caught before a reader trips."""
+    node = cluster3.nodes[0]
+    body = os.urandom(200 * 1024)
+    cluster3.put_object([node], "a", "c", "xxh3", body, ts())
+    path = _data_file(cluster3, node, "xxh3")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        metadata = read_file(DiskIO(), fd, os.fstat(fd).st_size).metadata
+    finally:
+        os.close(fd)
+    assert metadata[BODY_CHECKSUM_KEY] == xxhash.xxh3_64_hexdigest(body)
+    metadata[BODY_CHECKSUM_KEY] = "f" * 16
+    with open(path, "wb") as f:
+        f.write(body + encode_trailer(metadata, len(body)))
+    audit = asyncio.run(ObjectAuditor(cluster3.daemon_config(node, "auditor")).run_once())
+    assert audit.quarantined == 1
 
 
 def test_auditor_reads_at_its_byte_rate(cluster3: LocalCluster):
