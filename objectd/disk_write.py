@@ -47,6 +47,7 @@ from collections.abc import Callable
 import xxhash
 
 from objectd.devices import Devices
+from objectd.digest_footer import DigestFooter
 from objectd.disk_read import ObjectState, read_state
 from objectd.errors import (
     ClientDisconnect,
@@ -190,7 +191,18 @@ class ObjectWriter:
     """One PUT: :meth:`open`, then :meth:`write` any number of times, then :meth:`commit` or
     :meth:`abort`. Each call blocks and runs on the device's threads, one call at a time."""
 
-    def __init__(self, devices: Devices, device: str, hash_dir: str, expected_bytes: int | None):
+    def __init__(
+        self,
+        devices: Devices,
+        device: str,
+        hash_dir: str,
+        expected_bytes: int | None,
+        *,
+        md5_from_footer: bool = False,
+    ):
+        """``md5_from_footer``: the proxy sends the body's MD5 in a digest footer
+        (:mod:`objectd.digest_footer`), so this writer hashes with xxh3-64 only."""
+        self.md5_from_footer = md5_from_footer
         self.devices = devices
         self.device = device
         self.hash_dir = hash_dir
@@ -229,7 +241,8 @@ class ObjectWriter:
         assert self._temp is not None, "write before open"
         self.devices.io.writev(self._temp.fd, chunks)
         for chunk in chunks:
-            self._md5.update(chunk)
+            if not self.md5_from_footer:
+                self._md5.update(chunk)
             self._checksum.update(chunk)
             self.bytes_written += len(chunk)
         keep_max = self.devices.keep_cache_bytes_max
@@ -247,9 +260,11 @@ class ObjectWriter:
         timestamp: Timestamp,
         client_etag: str | None,
         if_none_match_star: bool,
+        footer: DigestFooter | None = None,
     ) -> str:
-        """Write ``last``, check size and ETag, make the object durable and visible; return the
-        ETag. On any error the temp file is gone and nothing is visible.
+        """Write ``last``, check size and ETag (and the proxy's digests, when it sent a
+        ``footer``), make the object durable and visible; return the ETag. On any error the temp
+        file is gone and nothing is visible.
 
         Raises:
             ClientDisconnect, EtagMismatch, Conflict, PreconditionFailed, DiskFull, OSError.
@@ -257,10 +272,11 @@ class ObjectWriter:
         assert self._temp is not None, "commit before open"
         try:
             for chunk in last:
-                self._md5.update(chunk)
+                if not self.md5_from_footer:
+                    self._md5.update(chunk)
                 self._checksum.update(chunk)
                 self.bytes_written += len(chunk)
-            etag = self._check_body(client_etag)
+            etag = self._check_body(client_etag, footer)
             metadata["ETag"] = etag
             metadata[BODY_CHECKSUM_KEY] = self._checksum.hexdigest()  # computed here, never copied
             metadata["Content-Length"] = str(self.bytes_written)
@@ -279,14 +295,23 @@ class ObjectWriter:
         finally:
             self.abort()
 
-    def _check_body(self, client_etag: str | None) -> str:
+    def _check_body(self, client_etag: str | None, footer: DigestFooter | None) -> str:
         if self.expected_bytes is not None and self.bytes_written != self.expected_bytes:
             if self.bytes_written < self.expected_bytes:
                 raise ClientDisconnect(f"got {self.bytes_written} of {self.expected_bytes} bytes")
             raise InvariantViolation(
                 f"wrote {self.bytes_written} bytes, more than the {self.expected_bytes} announced"
             )
-        etag = self._md5.hexdigest()
+        if self.md5_from_footer:
+            if footer is None:
+                raise InvariantViolation("a writer told to take the MD5 from a footer got none")
+            if self._checksum.hexdigest() != footer.xxh3:
+                raise EtagMismatch(
+                    f"body xxh3 is {self._checksum.hexdigest()}, the proxy sent {footer.xxh3}"
+                )
+            etag = footer.md5
+        else:
+            etag = self._md5.hexdigest()
         if client_etag is not None and client_etag != etag:
             raise EtagMismatch(f"body MD5 is {etag}, client sent {client_etag}")
         return etag
@@ -305,10 +330,11 @@ def put_small(
     timestamp: Timestamp,
     client_etag: str | None,
     if_none_match_star: bool,
+    footer: DigestFooter | None = None,
 ) -> str:
     """A whole small PUT in one thread hop: open, write, fsync, link, fsync dirs, clean up."""
     writer.open(timestamp, if_none_match_star, precheck=False)
-    return writer.commit([body], metadata, timestamp, client_etag, if_none_match_star)
+    return writer.commit([body], metadata, timestamp, client_etag, if_none_match_star, footer)
 
 
 def write_marker(

@@ -37,6 +37,7 @@ from objectd.backend_headers import (
 from objectd.backend_path import BackendPath
 from objectd.container_update import ContainerUpdater, parse_targets
 from objectd.devices import Devices
+from objectd.digest_footer import DIGEST_FOOTER_BYTES, DIGEST_FOOTER_HEADER, parse_footer
 from objectd.disk_read import ObjectState
 from objectd.disk_write import ObjectWriter, put_small, write_marker
 from objectd.errors import (
@@ -109,9 +110,24 @@ class ObjectServer:
         metadata = put_metadata(headers, path.name, timestamp, self.allowed)
         client_etag = normalize_etag(headers.get("ETag"))
         if_none_match_star = headers.get("If-None-Match", "").strip() == "*"
-        writer = ObjectWriter(self.devices, path.device, self._hash_dir(path, policy), length)
+        with_footer = DIGEST_FOOTER_HEADER in headers
+        body_bytes = length
+        if with_footer:
+            if length is None or length < DIGEST_FOOTER_BYTES:
+                raise BadRequest(
+                    f"a digest footer needs a Content-Length of {DIGEST_FOOTER_BYTES}+"
+                )
+            body_bytes = length - DIGEST_FOOTER_BYTES
+        writer = ObjectWriter(
+            self.devices, path.device, self._hash_dir(path, policy), body_bytes,
+            md5_from_footer=with_footer,
+        )  # fmt: skip
         if length is not None and length <= SMALL_BODY_BYTES_MAX and not wants_continue(request):
             body = await self._read_exactly(request, length)
+            footer = None
+            if with_footer:
+                footer = parse_footer(body[-DIGEST_FOOTER_BYTES:])
+                body = body[:-DIGEST_FOOTER_BYTES]
             etag = await self.devices.run(
                 path.device,
                 put_small,
@@ -121,6 +137,7 @@ class ObjectServer:
                 timestamp,
                 client_etag,
                 if_none_match_star,
+                footer,
             )
         else:
             etag = await self._put_streamed(
@@ -149,7 +166,14 @@ class ObjectServer:
             if wants_continue(request):
                 await send_continue(request)
             held: list[bytes] = []
-            async for buffers in self._buffers(request):
+            footer_raw = bytearray()  # the bytes after the body, when the proxy sends a footer
+            body_left = writer.expected_bytes if writer.md5_from_footer else None
+            async for received in self._buffers(request):
+                buffers = received
+                if body_left is not None:
+                    buffers, body_left = _split_body(received, body_left, footer_raw)
+                    if not buffers:
+                        continue
                 if held:
                     if pending is not None:
                         await pending
@@ -158,10 +182,16 @@ class ObjectServer:
             if pending is not None:
                 await pending
                 pending = None
+            footer = None
+            if writer.md5_from_footer:
+                if len(footer_raw) < DIGEST_FOOTER_BYTES:
+                    raise ClientDisconnect("the body ended before its digest footer")
+                footer = parse_footer(bytes(footer_raw))
             committing = True
             return await self.devices.run(
-                device, writer.commit, held, metadata, timestamp, client_etag, if_none_match_star
-            )
+                device, writer.commit, held, metadata, timestamp, client_etag, if_none_match_star,
+                footer,
+            )  # fmt: skip
         finally:
             if pending is not None:  # let the write in flight finish before the fd is closed
                 await asyncio.wait([pending])
@@ -274,6 +304,22 @@ class ObjectServer:
             decide,
         )
         return web.Response(status=202)
+
+
+def _split_body(buffers: list[bytes], body_left: int, footer: bytearray) -> tuple[list[bytes], int]:
+    """The part of ``buffers`` that is body (``body_left`` bytes of it remain); what follows
+    the body goes to ``footer``. Returns the body part and the body bytes still to come."""
+    body: list[bytes] = []
+    for chunk in buffers:
+        if len(chunk) <= body_left:
+            body.append(chunk)
+            body_left -= len(chunk)
+        else:
+            if body_left:
+                body.append(chunk[:body_left])
+            footer += chunk[body_left:]
+            body_left = 0
+    return body, body_left
 
 
 def _open_writer(writer: ObjectWriter, timestamp: Timestamp, if_none_match_star: bool) -> None:

@@ -8,21 +8,27 @@ use :class:`objectd.client.ObjectPutter`: the proxy connects to every primary wi
 ``Expect: 100-continue``, a node that refuses or fails is replaced by the next handoff, and
 once a majority is ready the body is streamed to all ready nodes at once, each chunk awaited by
 every node (backpressure to the client). A node that fails mid-body is dropped; fewer than a
-quorum left is a 503. The proxy does not hash the body: every node checks the MD5 (and the
-client's ``ETag``) itself, and the nodes' quorum answer is the response.
+quorum left is a 503. A streamed body with a ``Content-Length`` is hashed here, once (MD5 and
+xxh3-64), and the digests follow the body to every node in a footer
+(:mod:`objectd.digest_footer`): each node checks its bytes against the xxh3 and the client's
+``ETag`` against the MD5, instead of computing an MD5 of its own. Small and chunked bodies are
+hashed by the nodes. The nodes' quorum answer is the response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import xxhash
 from aiohttp import HttpVersion11, web
 
 from objectd.client import BackendError, BackendResponse, ObjectPutter
+from objectd.digest_footer import DIGEST_FOOTER_BYTES, DIGEST_FOOTER_HEADER, encode_footer
 from proxy import dlo, limits
 from proxy.cluster import best_status, gather_quorum, is_node_failure, node_key, quorum_size
 from proxy.container_info import backend_headers, container_info
@@ -303,9 +309,16 @@ async def _stream_put(ctx, ring, part, primaries, path, node_headers, body, cont
     cluster = ctx.cluster
     quorum = quorum_size(len(primaries))
     handoffs = (d for d in ring.get_more_nodes(part) if not cluster.errors.is_limited(node_key(d)))
+    with_footer = content_length is not None  # then the nodes take the MD5 from our footer
+
+    def footer_headers(index: int) -> dict[str, str]:
+        return {**node_headers(index), DIGEST_FOOTER_HEADER: "1"}
+
+    headers_of = footer_headers if with_footer else node_headers
+    backend_length = content_length + DIGEST_FOOTER_BYTES if with_footer else None
     results = await gather_quorum(
         [
-            _connect(ctx, ring, part, dev, i, path, node_headers, content_length, handoffs)
+            _connect(ctx, ring, part, dev, i, path, headers_of, backend_length, handoffs)
             for i, dev in enumerate(primaries)
         ],
         quorum,
@@ -325,11 +338,19 @@ async def _stream_put(ctx, ring, part, primaries, path, node_headers, body, cont
             )
             raise SwiftError(503)
         sent = 0
+        md5, xxh3 = hashlib.md5(), xxhash.xxh3_64()
         async for chunk in body:
             sent += len(chunk)
             if sent > limits.MAX_FILE_SIZE:
                 raise SwiftError(413, "Your request is too large.")
+            if with_footer:
+                md5.update(chunk)
+                xxh3.update(chunk)
             putters = await _send_all(putters, chunk)
+            if len(putters) < quorum:
+                raise SwiftError(503)
+        if with_footer:  # the whole body arrived (a short one raised 499 above)
+            putters = await _send_all(putters, encode_footer(md5.hexdigest(), xxh3.hexdigest()))
             if len(putters) < quorum:
                 raise SwiftError(503)
         finals = await asyncio.gather(*(_finish(p) for p in putters))

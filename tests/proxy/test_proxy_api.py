@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import time
 import urllib.parse
@@ -100,14 +101,17 @@ def test_put_without_length_is_411_and_too_large_is_413(tester: Client, cont: st
     assert too_big.status_code == 413
 
 
-def test_etag_mismatch_is_422_and_nothing_is_stored(tester: Client, cont: str):
-    answer = tester.request("PUT", cont + "/o", data=b"body", headers={"ETag": "0" * 32})
+@pytest.mark.parametrize("size", [4, 300_000], ids=["small", "streamed-with-digest-footer"])
+def test_etag_mismatch_is_422_and_nothing_is_stored(tester: Client, cont: str, size: int):
+    body = os.urandom(size)
+    answer = tester.request("PUT", cont + "/o", data=body, headers={"ETag": "0" * 32})
     assert answer.status_code == 422
     assert tester.request("HEAD", cont + "/o").status_code == 404
-    good = tester.request("PUT", cont + "/o", data=b"body",
-                          headers={"ETag": hashlib.md5(b"body").hexdigest()})  # fmt: skip
+    good = tester.request("PUT", cont + "/o", data=body,
+                          headers={"ETag": hashlib.md5(body).hexdigest()})  # fmt: skip
     assert good.status_code == 201
-    assert good.headers["ETag"] == hashlib.md5(b"body").hexdigest()
+    assert good.headers["ETag"] == hashlib.md5(body).hexdigest()
+    assert tester.request("GET", cont + "/o").content == body
 
 
 def test_if_none_match_star_on_an_existing_object_is_412(tester: Client, cont: str):
