@@ -22,7 +22,7 @@ from aiohttp import web
 
 from blockd.api.backup_routes import add_backup_routes
 from blockd.api.errors import error_middleware
-from blockd.auth import TOKEN_HEADER, Authenticator
+from blockd.auth import TOKEN_HEADER, Authenticator, Caller
 from blockd.config import DEFAULT_CONVERSION_DIR
 from blockd.errors import BlockdError, InvalidRequest
 from blockd.image_convert import remove_leftovers
@@ -43,12 +43,13 @@ AUTH = web.AppKey("auth", Authenticator)
 TASKS = web.AppKey("tasks", TaskRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 CONVERSION_DIR = web.AppKey("conversion_dir", Path)
+CALLER = web.RequestKey("caller", Caller)  # who made the request (set by auth_middleware)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     if request.path not in UNAUTHENTICATED_PATHS:
-        request["caller"] = await request.app[AUTH].authenticate(request.headers.get(TOKEN_HEADER))
+        request[CALLER] = await request.app[AUTH].authenticate(request.headers.get(TOKEN_HEADER))
     return await handler(request)
 
 
