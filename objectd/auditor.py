@@ -5,8 +5,9 @@ Public: :class:`ObjectAuditor`, :class:`AuditReport`.
 For every object directory of the local devices (:mod:`objectd.object_walk`) the auditor reads
 the files that decide its state: the ``.data`` trailer (footer, metadata checksum) and its whole
 body, whose size and MD5 must match ``Content-Length`` and ``ETag`` (and its xxh3-64 the
-recorded one, which readers verify with); the trailers of ``.meta`` and ``.ts``. Reads are paid for at two token buckets, ``audit_bytes_per_s_max`` and
-``audit_files_per_s_max`` (Swift's defaults: 10 MB/s, 20 files/s), so client reads keep the disk.
+recorded one, which readers verify with); the trailers of ``.meta`` and ``.ts``. Reads are paid
+for at two token buckets, ``audit_bytes_per_s_max`` and ``audit_files_per_s_max`` (Swift's
+defaults: 10 MB/s, 20 files/s), so client reads keep the disk.
 
 A bad object's whole directory moves to ``<device>/quarantined/objects[-N]/<hash>`` (the same
 place a reader quarantines to) and its suffix is marked stale, so the next replicator pass sees

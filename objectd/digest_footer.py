@@ -1,7 +1,7 @@
 """The digest footer of a streamed PUT: the proxy hashes the body once, the nodes check it cheaply.
 
-Public: :data:`DIGEST_FOOTER_HEADER`, :data:`DIGEST_FOOTER_BYTES`, :class:`DigestFooter`, :func:`encode_footer`,
-:func:`parse_footer`.
+Public: :data:`DIGEST_FOOTER_HEADER`, :data:`DIGEST_FOOTER_BYTES`, :class:`DigestFooter`,
+:func:`encode_footer`, :func:`parse_footer`.
 
 Why: a replicated object's ETag is the MD5 of its body, and every replica used to compute it:
 three MD5s per PUT, ~1.2 ms per MiB each here, a fifth of all the CPU of 1 MiB PUTs and 40 % of

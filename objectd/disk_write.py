@@ -245,11 +245,7 @@ class ObjectWriter:
                 self._md5.update(chunk)
             self._checksum.update(chunk)
             self.bytes_written += len(chunk)
-        keep_max = self.devices.keep_cache_bytes_max
-        if (
-            0 <= keep_max < self.bytes_written
-            and self.bytes_written - self._dropped_at >= DROP_BEHIND_BYTES
-        ):
+        if self._leaves_cache() and self.bytes_written - self._dropped_at >= DROP_BEHIND_BYTES:
             self.devices.io.drop_cache(self._temp.fd)  # writes back the new, frees the written
             self._dropped_at = self.bytes_written
 
@@ -285,8 +281,7 @@ class ObjectWriter:
             if self._fallocated:  # the trailer went past the fallocated body
                 self.devices.io.trim_after_eof(self._temp.fd)
             self.devices.io.fsync(self._temp.fd)
-            keep_max = self.devices.keep_cache_bytes_max
-            if 0 <= keep_max < self.bytes_written:  # after the fsync: every page is clean
+            if self._leaves_cache():  # after the fsync: every page is clean
                 self.devices.io.drop_cache(self._temp.fd)
             names = _list(self.devices, self.hash_dir)
             _refuse_older(choose_files(names), timestamp, if_none_match_star)
@@ -294,6 +289,11 @@ class ObjectWriter:
             return etag
         finally:
             self.abort()
+
+    def _leaves_cache(self) -> bool:
+        """Whether this body (so far) is too large to keep cached (``keep_cache_bytes_max``)."""
+        keep_max = self.devices.keep_cache_bytes_max
+        return 0 <= keep_max < self.bytes_written
 
     def _check_body(self, client_etag: str | None, footer: DigestFooter | None) -> str:
         if self.expected_bytes is not None and self.bytes_written != self.expected_bytes:

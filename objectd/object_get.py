@@ -186,9 +186,9 @@ class ObjectReader:
     async def _send_verified(
         self, sender: FileSender, path: BackendPath, policy: int, state: ObjectState
     ) -> None:
-        assert state.fd is not None and state.metadata is not None
+        assert state.fd is not None and state.data_metadata is not None
         size = state.body_bytes
-        new_hasher, expected = body_hasher(state.data_metadata or state.metadata)
+        new_hasher, expected = body_hasher(state.data_metadata)
         verify = self.devices.submit(
             path.device, digest_of_range, self.devices, state.fd, 0, size, new_hasher
         )

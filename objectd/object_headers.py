@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from objectd.errors import BadRequest
+from objectd.metadata import BODY_CHECKSUM_KEY
 from shoal.timestamp import Timestamp
 
 USER_PREFIX = "x-object-meta-"
@@ -29,7 +30,7 @@ METADATA_PREFIXES = (USER_PREFIX, SYSMETA_PREFIX, TRANSIENT_PREFIX)
 _POST_PREFIXES = (USER_PREFIX, TRANSIENT_PREFIX)
 
 # keys that are ours, not headers to return
-_INTERNAL_KEYS = frozenset({"name", "xxh3"})  # xxh3: objectd.metadata.BODY_CHECKSUM_KEY
+_INTERNAL_KEYS = frozenset({"name", BODY_CHECKSUM_KEY})
 
 
 def _title(name: str) -> str:
