@@ -325,16 +325,17 @@ class ObjectWriter:
 
 def put_small(
     writer: ObjectWriter,
-    body: bytes,
+    body: list[bytes],
     metadata: dict[str, str],
     timestamp: Timestamp,
     client_etag: str | None,
     if_none_match_star: bool,
     footer: DigestFooter | None = None,
 ) -> str:
-    """A whole small PUT in one thread hop: open, write, fsync, link, fsync dirs, clean up."""
+    """A whole PUT received before this hop, as its network chunks, in one thread hop: open,
+    write, fsync, link, fsync dirs, clean up."""
     writer.open(timestamp, if_none_match_star, precheck=False)
-    return writer.commit([body], metadata, timestamp, client_etag, if_none_match_star, footer)
+    return writer.commit(body, metadata, timestamp, client_etag, if_none_match_star, footer)
 
 
 def write_marker(

@@ -17,6 +17,15 @@ SMALL_BODY_BYTES_MAX = 64 * KiB
 an object file up to this size (body + metadata) is read whole in the hop that opens it. Swift's
 median object is far below this, so most requests cost exactly one hop to the disk thread."""
 
+WHOLE_PUT_BYTES_MAX = 2 * MiB + 64
+"""A PUT body up to this size, sent without ``Expect: 100-continue``, is received whole (as the
+network chunks, never joined) and then written, fsynced and renamed in one thread hop, like a
+small one: a streamed body costs a hop to open, one per ``WRITE_BUFFER_BYTES`` and one to
+commit, each a futex wake-up and two context switches, which on this kind of VM cost more than
+the overlap of disk and network they buy for a body of a few MiB. The proxy sends bodies up to
+its own ``WHOLE_PUT_BYTES_MAX`` (2 MiB) this way, plus the 48-byte digest footer; the margin
+covers it."""
+
 WRITE_BUFFER_BYTES = 256 * KiB
 """A streamed PUT hands the disk thread this much at a time (one writev + MD5 per hop): fewer
 hops than one per network chunk, small enough that hashing and writing the first part of a body
@@ -79,7 +88,7 @@ not a slow disk, decides how long they are busy."""
 ASYNC_PENDING_FILES_MAX_PER_SCAN = 100_000
 """Bound on one walk of an async_pending directory (the updater batches beyond it)."""
 
-assert SMALL_BODY_BYTES_MAX <= WRITE_BUFFER_BYTES
+assert SMALL_BODY_BYTES_MAX <= WRITE_BUFFER_BYTES <= WHOLE_PUT_BYTES_MAX
 assert TRAILER_READ_BYTES <= METADATA_BYTES_MAX
 assert CHUNK_BYTES <= WRITE_BUFFER_BYTES
 assert WITHHELD_TAIL_BYTES <= SMALL_BODY_BYTES_MAX

@@ -6,8 +6,9 @@ PUT, in the order the client sees it:
 
 1. Headers are checked (``X-Timestamp``, ``Content-Type``, ``Content-Length`` or chunked,
    ``X-Delete-At``) and turned into metadata (:mod:`objectd.object_headers`).
-2. A small body (``<= SMALL_BODY_BYTES_MAX``) without ``Expect`` is read whole, then written,
-   fsynced, linked into place and its directories fsynced in **one** hop to the disk thread.
+2. A body up to ``WHOLE_PUT_BYTES_MAX`` without ``Expect`` is read whole (as its network
+   chunks, never joined), then written, fsynced, linked into place and its directories fsynced
+   in **one** hop to the disk thread. The proxy sends every body up to 2 MiB this way.
 3. Otherwise one hop opens the temp file and checks device, space and timestamp; with
    ``Expect: 100-continue`` the ``100 Continue`` goes out only after that hop, so a proxy learns
    about a full disk (507) or a newer object (409) before it streams a byte. The body then
@@ -50,10 +51,11 @@ from objectd.errors import (
     RequestTimeout,
 )
 from objectd.layout import Layout
-from objectd.limits import SMALL_BODY_BYTES_MAX, WRITE_BUFFER_BYTES
+from objectd.limits import WHOLE_PUT_BYTES_MAX, WRITE_BUFFER_BYTES
 from objectd.metadata import META, TOMBSTONE
 from objectd.object_get import ObjectReader
 from objectd.object_headers import delete_at_of, normalize_etag, post_metadata, put_metadata
+from shoal.body_chunks import next_chunk
 from shoal.timestamp import Timestamp
 
 log = logging.getLogger("objectd.object")
@@ -122,17 +124,18 @@ class ObjectServer:
             self.devices, path.device, self._hash_dir(path, policy), body_bytes,
             md5_from_footer=with_footer,
         )  # fmt: skip
-        if length is not None and length <= SMALL_BODY_BYTES_MAX and not wants_continue(request):
-            body = await self._read_exactly(request, length)
+        if length is not None and length <= WHOLE_PUT_BYTES_MAX and not wants_continue(request):
+            buffers = await self._read_whole(request, length)
             footer = None
             if with_footer:
-                footer = parse_footer(body[-DIGEST_FOOTER_BYTES:])
-                body = body[:-DIGEST_FOOTER_BYTES]
+                footer_raw = bytearray()
+                buffers, _ = _split_body(buffers, length - DIGEST_FOOTER_BYTES, footer_raw)
+                footer = parse_footer(bytes(footer_raw))
             etag = await self.devices.run(
                 path.device,
                 put_small,
                 writer,
-                body,
+                buffers,
                 metadata,
                 timestamp,
                 client_etag,
@@ -208,7 +211,7 @@ class ObjectServer:
         while True:
             try:
                 async with asyncio.timeout(self.client_timeout_s):
-                    chunk = await content.readany()
+                    chunk = await next_chunk(content)
             except TimeoutError:
                 raise RequestTimeout(f"no body bytes for {self.client_timeout_s} s") from None
             except _READ_ERRORS as exc:
@@ -222,16 +225,25 @@ class ObjectServer:
                 chunks, size = [], 0
         yield chunks
 
-    async def _read_exactly(self, request: web.Request, length: int) -> bytes:
-        if length == 0:  # aiohttp's empty payload refuses readexactly(0)
-            return b""
+    async def _read_whole(self, request: web.Request, length: int) -> list[bytes]:
+        """The ``length`` bytes of a body as the network chunks that brought them (not joined:
+        the disk thread writes them with one writev); 408/499 on a slow, short or gone client."""
+        content = request.content
+        chunks: list[bytes] = []
+        received = 0
         try:
             async with asyncio.timeout(self.client_timeout_s):
-                return await request.content.readexactly(length)
+                while received < length:
+                    chunk = await next_chunk(content)
+                    if not chunk:
+                        raise ClientDisconnect(f"got {received} of {length} body bytes")
+                    chunks.append(chunk)
+                    received += len(chunk)
         except TimeoutError:
             raise RequestTimeout(f"body not received within {self.client_timeout_s} s") from None
         except _READ_ERRORS as exc:
             raise ClientDisconnect(f"client went away: {exc!r}") from None
+        return chunks
 
     # --- DELETE ---------------------------------------------------------------------------------
     async def delete(self, request: web.Request, path: BackendPath) -> web.Response:

@@ -6,7 +6,7 @@ Relationships are asserted at import time, so a bad edit fails at start-up.
 
 from __future__ import annotations
 
-from shoal.units import GiB, KiB
+from shoal.units import GiB, KiB, MiB
 
 # --- Swift's constraints (swift/common/constraints.py); clients read them from /info ----------
 MAX_FILE_SIZE = 5 * GiB + 2
@@ -52,6 +52,14 @@ SMALL_PUT_BYTES_MAX = 64 * KiB
 (no 100-continue round trip): most objects are small, and this halves their backend round trips.
 The same size as objectd's SMALL_BODY_BYTES_MAX, which writes such a body in one disk hop."""
 
+WHOLE_PUT_BYTES_MAX = 2 * MiB
+"""A PUT with a Content-Length above ``SMALL_PUT_BYTES_MAX`` and up to this is also read whole
+before any node is asked, then hashed once (MD5 and xxh3-64) and sent to every node in one
+request with the digest footer, no ``100-continue``: the streamed path's per-node putters,
+queues and 100-continue round trip cost more CPU than the body's bytes up to a few MiB. Proxy
+memory per such PUT is the body once (shared by the node requests), about what Swift's
+putter queues hold (10 x 64 KiB per node)."""
+
 SMALL_GET_BYTES_MAX = 64 * KiB
 """A GET answer up to this size is read whole from the node and sent in one write (no streamed
 response, no per-chunk awaits); larger ones are streamed with mid-body failover."""
@@ -79,5 +87,5 @@ ERROR_SUPPRESSION_LIMIT = 10
 """Errors a node may make within ERROR_SUPPRESSION_INTERVAL_S before it is skipped (Swift)."""
 ERROR_SUPPRESSION_INTERVAL_S = 60.0
 
-assert CHUNK_BYTES <= SMALL_PUT_BYTES_MAX <= MAX_FILE_SIZE
+assert CHUNK_BYTES <= SMALL_PUT_BYTES_MAX <= WHOLE_PUT_BYTES_MAX <= MAX_FILE_SIZE
 assert MAX_META_VALUE_LENGTH <= MAX_META_OVERALL_SIZE

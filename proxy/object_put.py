@@ -3,13 +3,16 @@
 Public: :func:`handle_object_put`, :func:`put_object`, :func:`request_body`.
 
 Small bodies (a Content-Length up to ``SMALL_PUT_BYTES_MAX``, no ``If-None-Match``) are read
-whole and sent to every node in one request each: one backend round trip, no ``100-continue``. Larger or chunked bodies
-use :class:`objectd.client.ObjectPutter`: the proxy connects to every primary with
+whole and sent to every node in one request each: one backend round trip, no ``100-continue``.
+Bodies up to ``WHOLE_PUT_BYTES_MAX`` are sent the same way (:class:`WholeBody`), followed by
+the digest footer described below; a node that fails is replaced by a handoff, which gets the
+same bytes. Larger or chunked bodies, and any with ``If-None-Match``, use
+:class:`objectd.client.ObjectPutter`: the proxy connects to every primary with
 ``Expect: 100-continue``, a node that refuses or fails is replaced by the next handoff, and
 once a majority is ready the body is streamed to all ready nodes at once, each chunk awaited by
 every node (backpressure to the client). A node that fails mid-body is dropped; fewer than a
-quorum left is a 503. A streamed body with a ``Content-Length`` is hashed here, once (MD5 and
-xxh3-64), and the digests follow the body to every node in a footer
+quorum left is a 503. A body with a ``Content-Length`` above ``SMALL_PUT_BYTES_MAX`` is hashed
+here, once (MD5 and xxh3-64), and the digests follow the body to every node in a footer
 (:mod:`objectd.digest_footer`): each node checks its bytes against the xxh3 and the client's
 ``ETag`` against the MD5, instead of computing an MD5 of its own. Small and chunked bodies are
 hashed by the nodes. The nodes' quorum answer is the response.
@@ -18,6 +21,7 @@ hashed by the nodes. The nodes' quorum answer is the response.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import mimetypes
@@ -36,11 +40,21 @@ from proxy.context import RequestContext
 from proxy.errors import SwiftError
 from proxy.headers import check_metadata, delete_at, object_backend_headers
 from proxy.routing import SwiftPath
+from shoal.body_chunks import next_chunk
 from shoal.timestamp import Timestamp, now
 
 log = logging.getLogger("proxy")
 
-Body = bytes | AsyncIterator[bytes]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WholeBody:
+    """A body above ``SMALL_PUT_BYTES_MAX`` read whole before any node is asked: the client's
+    chunks as received, joined only once, together with the digest footer."""
+
+    chunks: list[bytes]
+
+
+Body = bytes | WholeBody | AsyncIterator[bytes]
 
 
 def content_length_of(headers: Mapping[str, str]) -> int | None:
@@ -97,8 +111,10 @@ async def request_body(
     if content_length == 0:
         await send_continue(request)
         return b""  # aiohttp's empty stream refuses even readexactly(0)
-    if whole_ok and content_length is not None and content_length <= limits.SMALL_PUT_BYTES_MAX:
+    if whole_ok and content_length is not None and content_length <= limits.WHOLE_PUT_BYTES_MAX:
         await send_continue(request)
+        if content_length > limits.SMALL_PUT_BYTES_MAX:
+            return WholeBody(await _read_chunks(request, content_length, client_timeout_s))
         try:
             async with asyncio.timeout(client_timeout_s):
                 return await request.content.readexactly(content_length)
@@ -107,6 +123,39 @@ async def request_body(
         except TimeoutError:
             raise SwiftError(408, "Request Timeout") from None
     return _stream(request, content_length, client_timeout_s)
+
+
+async def _read_chunks(
+    request: web.Request, content_length: int, client_timeout_s: float
+) -> list[bytes]:
+    """Exactly ``content_length`` body bytes, as the chunks that brought them; the client may
+    pause up to ``client_timeout_s`` between chunks (Swift's ``client_timeout``), as when
+    streaming."""
+    chunks: list[bytes] = []
+    received = 0
+    content = request.content
+    while received < content_length:
+        try:
+            async with asyncio.timeout(client_timeout_s):
+                chunk = await next_chunk(content)
+        except TimeoutError:
+            raise SwiftError(408, "Request Timeout") from None
+        except (ConnectionError, OSError):
+            raise SwiftError(499) from None
+        if not chunk:
+            raise SwiftError(499)
+        chunks.append(chunk)
+        received += len(chunk)
+    return chunks
+
+
+def _footered(chunks: list[bytes]) -> bytes:
+    """The chunks joined, followed by the digest footer of their MD5 and xxh3-64."""
+    md5, xxh3 = hashlib.md5(), xxhash.xxh3_64()
+    for chunk in chunks:
+        md5.update(chunk)
+        xxh3.update(chunk)
+    return b"".join([*chunks, encode_footer(md5.hexdigest(), xxh3.hexdigest())])
 
 
 async def _stream(
@@ -118,7 +167,7 @@ async def _stream(
     while True:
         try:
             async with asyncio.timeout(client_timeout_s):
-                chunk = await content.readany()
+                chunk = await next_chunk(content)
         except TimeoutError:
             raise SwiftError(408, "Request Timeout") from None
         except (ConnectionError, OSError):
@@ -219,18 +268,25 @@ async def put_object(
             "X-Container-Partition": str(cpart),
         }
 
-    if isinstance(body, bytes):
+    def footer_headers(index: int) -> dict[str, str]:
+        return {**node_headers(index), DIGEST_FOOTER_HEADER: "1"}
+
+    headers_of = node_headers
+    payload = body
+    if isinstance(body, WholeBody):  # hashed here once; each node checks its copy with xxh3
+        payload, headers_of = _footered(body.chunks), footer_headers
+    if isinstance(payload, bytes):
 
         async def send(dev: dict[str, Any], index: int) -> BackendResponse:
             return await cluster.client.put_object(
-                dev, part, path.account, path.container, path.obj, node_headers(index), body,
-                content_length=len(body),
+                dev, part, path.account, path.container, path.obj, headers_of(index), payload,
+                content_length=len(payload),
             )  # fmt: skip
 
         answers = await cluster.write_all(ring, part, primaries, send)
     else:
         answers = await _stream_put(
-            ctx, ring, part, primaries, path, node_headers, body, content_length
+            ctx, ring, part, primaries, path, node_headers, payload, content_length
         )
     return _outcome(answers, len(primaries), timestamp)
 

@@ -24,7 +24,11 @@ from objectd.diskio import DiskIO
 from objectd.metadata import BODY_CHECKSUM_KEY, read_file
 
 SMALL = os.urandom(5000)  # read whole, written in one hop
+MEDIUM = os.urandom(
+    1024 * 1024 + 3
+)  # read whole without Expect (WHOLE_PUT_BYTES_MAX), else streamed
 LARGE = os.urandom(3 * 1024 * 1024 + 7)  # streamed through several disk hops
+BODIES = {"small": SMALL, "medium": MEDIUM, "large": LARGE}
 
 
 def _path(name: str) -> str:
@@ -42,8 +46,8 @@ def _put(objectd, name: str, body: bytes, footer: bytes, *, streamed: bool, **ex
     return objectd.request("PUT", _path(name), data=body + footer, headers=headers)
 
 
-@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["small", "large"])
-@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
+@pytest.mark.parametrize("streamed", [False, True], ids=["no-expect", "expect-100"])
 def test_the_footer_is_not_stored_and_its_md5_is_the_etag(objectd, unique, body, streamed):
     response = _put(objectd, unique, body, _footer(body), streamed=streamed)
     assert response.status_code == 201, response.text
@@ -54,21 +58,25 @@ def test_the_footer_is_not_stored_and_its_md5_is_the_etag(objectd, unique, body,
     assert got.headers["ETag"] == hashlib.md5(body).hexdigest()
 
 
-@pytest.mark.parametrize("body", [SMALL, LARGE], ids=["small", "large"])
-def test_bytes_that_differ_from_the_proxys_are_refused(objectd, unique, body):
+@pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
+@pytest.mark.parametrize("streamed", [False, True], ids=["no-expect", "expect-100"])
+def test_bytes_that_differ_from_the_proxys_are_refused(objectd, unique, body, streamed):
     changed = bytearray(body)
     changed[len(body) // 2] ^= 0x01  # as if flipped between the proxy and this node
-    response = _put(objectd, unique, bytes(changed), _footer(body), streamed=True)
+    response = _put(objectd, unique, bytes(changed), _footer(body), streamed=streamed)
     assert response.status_code == 422
     assert objectd.request("HEAD", _path(unique)).status_code == 404
 
 
-def test_the_clients_etag_is_checked_against_the_footers_md5(objectd, unique):
-    response = _put(objectd, unique, LARGE, _footer(LARGE), streamed=True, ETag="0" * 32)
+@pytest.mark.parametrize(
+    ("body", "streamed"), [(LARGE, True), (MEDIUM, False)], ids=["streamed", "whole"]
+)
+def test_the_clients_etag_is_checked_against_the_footers_md5(objectd, unique, body, streamed):
+    response = _put(objectd, unique, body, _footer(body), streamed=streamed, ETag="0" * 32)
     assert response.status_code == 422
     assert objectd.request("HEAD", _path(unique)).status_code == 404
-    good = _put(objectd, unique, LARGE, _footer(LARGE), streamed=True,
-                ETag=f'"{hashlib.md5(LARGE).hexdigest()}"')  # fmt: skip
+    good = _put(objectd, unique, body, _footer(body), streamed=streamed,
+                ETag=f'"{hashlib.md5(body).hexdigest()}"')  # fmt: skip
     assert good.status_code == 201
 
 
@@ -86,8 +94,9 @@ def test_a_body_shorter_than_a_footer_is_400(objectd, unique):
 
 
 @pytest.mark.parametrize("cut", [1000, DIGEST_FOOTER_BYTES // 2], ids=["in-body", "in-footer"])
-def test_a_body_cut_short_stores_nothing(objectd, unique, cut):
-    payload = LARGE + _footer(LARGE)
+@pytest.mark.parametrize("body", [MEDIUM, LARGE], ids=["whole", "streamed"])
+def test_a_body_cut_short_stores_nothing(objectd, unique, cut, body):
+    payload = body + _footer(body)
     stamp = object_put_headers()["X-Timestamp"]
     head = (
         f"PUT {_path(unique)} HTTP/1.1\r\nHost: x\r\nX-Timestamp: {stamp}\r\n"
@@ -102,10 +111,13 @@ def test_a_body_cut_short_stores_nothing(objectd, unique, cut):
     assert not hash_dir_of(objectd, "sda", 3, "AUTH_f", "cont", unique).exists()
 
 
-def test_the_recorded_xxh3_is_the_nodes_own(objectd, unique):
+@pytest.mark.parametrize(
+    ("body", "streamed"), [(LARGE, True), (MEDIUM, False)], ids=["streamed", "whole"]
+)
+def test_the_recorded_xxh3_is_the_nodes_own(objectd, unique, body, streamed):
     """What readers verify with is computed from the bytes this node wrote (it equals the
     footer's only because the bytes arrived intact)."""
-    assert _put(objectd, unique, LARGE, _footer(LARGE), streamed=True).status_code == 201
+    assert _put(objectd, unique, body, _footer(body), streamed=streamed).status_code == 201
     hash_dir = hash_dir_of(objectd, "sda", 3, "AUTH_f", "cont", unique)
     (data_file,) = [f for f in os.listdir(hash_dir) if f.endswith(".data")]
     fd = os.open(hash_dir / data_file, os.O_RDONLY)
@@ -113,5 +125,5 @@ def test_the_recorded_xxh3_is_the_nodes_own(objectd, unique):
         metadata = read_file(DiskIO(), fd, os.fstat(fd).st_size).metadata
     finally:
         os.close(fd)
-    assert metadata[BODY_CHECKSUM_KEY] == xxhash.xxh3_64_hexdigest(LARGE)
-    assert metadata["ETag"] == hashlib.md5(LARGE).hexdigest()
+    assert metadata[BODY_CHECKSUM_KEY] == xxhash.xxh3_64_hexdigest(body)
+    assert metadata["ETag"] == hashlib.md5(body).hexdigest()

@@ -101,7 +101,9 @@ def test_put_without_length_is_411_and_too_large_is_413(tester: Client, cont: st
     assert too_big.status_code == 413
 
 
-@pytest.mark.parametrize("size", [4, 300_000], ids=["small", "streamed-with-digest-footer"])
+@pytest.mark.parametrize(
+    "size", [4, 300_000, 2 * 2**20 + 1], ids=["small", "whole-with-footer", "streamed-with-footer"]
+)
 def test_etag_mismatch_is_422_and_nothing_is_stored(tester: Client, cont: str, size: int):
     body = os.urandom(size)
     answer = tester.request("PUT", cont + "/o", data=body, headers={"ETag": "0" * 32})

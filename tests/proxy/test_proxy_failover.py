@@ -62,7 +62,10 @@ def test_a_stopped_node_fails_no_put_and_no_get_of_a_batch(cluster: AioCluster):
     for name, data in before.items():
         conn.put_object("batch", name, data)
     victim = primary_pid(cluster, "batch", "old-0")
-    after = {f"new-{i}": os.urandom(70_000 + i) for i in range(20)}  # streamed PUT path too
+    # three PUT paths: whole and small (no footer), whole with a digest footer, streamed
+    after = {f"new-{i}": os.urandom(2048 + i) for i in range(8)}
+    after |= {f"mid-{i}": os.urandom(70_000 + i) for i in range(8)}
+    after |= {f"big-{i}": os.urandom(3 * 2**20 + i) for i in range(4)}
     local = threading.local()
 
     def session() -> swiftclient.Connection:
