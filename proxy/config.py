@@ -112,7 +112,9 @@ class ProxyConfig:
         check=lambda v: v > 0,
     )  # fmt: skip
     backend_connections_max: int = option(
-        1024, "open backend connections per worker", check=lambda v: v > 0
+        1024,
+        "open backend connections per worker, in each of its two pools (whole exchanges, streams)",
+        check=lambda v: v > 0,
     )
     log_level: str = option(
         "INFO", "DEBUG, INFO, WARNING or ERROR",

@@ -118,3 +118,15 @@ def test_compare_swift_prints_both_systems_ratios_and_a_chart(tmp_path: Path) ->
     saved = json.loads((results_dir / "compare_swift.json").read_text())
     assert saved["figures"]["ratio_get_4k"] == pytest.approx(float(lines["ratio_get_4k"]), 1e-3)
     assert (results_dir / "compare_swift.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_backend_client_cost_prints_both_clients_and_their_ratio() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.backend_client_cost", "--requests", "200"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    figures = dict(line.split("=", 1) for line in run.stdout.split())
+    assert set(figures) == {
+        "aiohttp_client_us_per_exchange", "lean_client_us_per_exchange", "ratio_aiohttp_over_lean"
+    }  # fmt: skip
+    assert all(float(value) > 0 for value in figures.values())
