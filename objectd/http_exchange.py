@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import re
 import time
 from collections.abc import Mapping
 
@@ -45,8 +46,15 @@ HEAD_BYTES_MAX = 64 * 1024
 """Status line and headers of one answer; aiohttp's server limit is 8 KiB per line."""
 
 
-_BUFFER_BYTES_MAX = 256 * 1024 * 1024
+ANSWER_BYTES_MAX = 128 * 1024 * 1024
+"""Default bound of one answer's body: far above the largest listing (10,000 rows of 1 KiB
+names, JSON-escaped) or replication batch, far below what would hurt a process."""
+
+_BUFFER_BYTES_MAX = 2 * ANSWER_BYTES_MAX
 """Received bytes not yet consumed, beyond which a connection is dropped."""
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_PRUNE_INTERVAL_S = 1.0
 
 
 class AnswerMalformed(Exception):
@@ -166,16 +174,17 @@ class _Connection(asyncio.Protocol):
                 await self._need(len(self.buffer) + 1, timeout_s)
                 end = self.buffer.find(b"\r\n")
             size_text = bytes(self.buffer[:end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise AnswerMalformed(f"bad chunk size {size_text[:40]!r}") from None
-            if size < 0 or len(body) + size > answer_bytes_max:
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise AnswerMalformed(f"bad chunk size {size_text[:40]!r}")
+            size = int(size_text, 16)
+            if len(body) + size > answer_bytes_max:
                 raise AnswerMalformed(f"chunked answer above {answer_bytes_max} bytes")
             del self.buffer[: end + 2]
             if size == 0:  # trailers (none expected) end with an empty line
                 while (end := self.buffer.find(b"\r\n")) != 0:
                     if end < 0:
+                        if len(self.buffer) > HEAD_BYTES_MAX:
+                            raise AnswerMalformed(f"trailers above {HEAD_BYTES_MAX} bytes")
                         await self._need(len(self.buffer) + 1, timeout_s)
                     else:
                         del self.buffer[: end + 2]
@@ -189,19 +198,24 @@ class _Connection(asyncio.Protocol):
 
 
 def _parse_head(head: bytes) -> tuple[str, int, CIMultiDict[str]]:
-    lines = head.decode("latin-1").split("\r\n")
+    # UTF-8 with surrogate escapes, as aiohttp encodes header values and decoded them before:
+    # a metadata value such as "café" must come back as it went in
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    code = parts[1] if len(parts) > 1 else ""
+    if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not code.isascii():
         raise AnswerMalformed(f"bad status line {lines[0][:80]!r}")
-    status = int(parts[1])
-    if not 100 <= status <= 999:
-        raise AnswerMalformed(f"bad status {status}")
+    if not code.isdigit() or code[0] == "0":
+        raise AnswerMalformed(f"bad status {code!r}")
+    status = int(code)
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             raise AnswerMalformed(f"bad header line {line[:80]!r}")
         headers.add(name, value.strip())
+    if len(headers.getall("Content-Length", ())) > 1:
+        raise AnswerMalformed("more than one Content-Length")
     return parts[0], status, headers
 
 
@@ -245,7 +259,7 @@ class ExchangePool:
         connections_max: int,
         pool_timeout_s: float,
         keepalive_timeout_s: float,
-        answer_bytes_max: int = 64 * 1024 * 1024,
+        answer_bytes_max: int = ANSWER_BYTES_MAX,
         user_agent: str = "shoal-backend",
     ):
         self.connect_timeout_s = connect_timeout_s
@@ -256,6 +270,8 @@ class ExchangePool:
         self.user_agent = user_agent
         self._turns = asyncio.Semaphore(connections_max)
         self._idle: dict[tuple[str, int], collections.deque[_Connection]] = {}
+        self._closed = False
+        self._pruned_at = time.monotonic()
         self.connections_made = 0  # for tests and debugging: new TCP connections so far
 
     async def exchange(
@@ -284,7 +300,7 @@ class ExchangePool:
                     method, self.response_timeout_s, self.answer_bytes_max
                 )
             finally:
-                if reusable and not connection.ended:
+                if reusable and not connection.ended and not self._closed:
                     connection.idle_since = time.monotonic()
                     self._idle.setdefault((host, port), collections.deque()).append(connection)
                 elif connection.transport is not None:
@@ -294,13 +310,21 @@ class ExchangePool:
             self._turns.release()
 
     def _take_idle(self, host: str, port: int) -> _Connection | None:
+        if time.monotonic() - self._pruned_at > _PRUNE_INTERVAL_S:
+            self._prune()
         idle = self._idle.get((host, port))
         if not idle:
             return None
         expired_before = time.monotonic() - self.keepalive_timeout_s
         while idle:
             connection = idle.pop()  # the most recently used: least likely to have expired
-            if connection.ended or connection.idle_since < expired_before or connection.buffer:
+            if (
+                connection.ended
+                or connection.idle_since < expired_before
+                or connection.buffer
+                or connection.transport is None
+                or connection.transport.is_closing()
+            ):
                 if connection.transport is not None:
                     connection.transport.abort()
                 continue
@@ -312,13 +336,13 @@ class ExchangePool:
         async with asyncio.timeout(self.connect_timeout_s):
             _, connection = await loop.create_connection(_Connection, host, port)
         self.connections_made += 1
-        self._prune()
         return connection
 
     def _prune(self) -> None:
-        """Close idle connections past their keep-alive (on each new connection, so the pool
-        never holds more than the recent peak of concurrent exchanges for long)."""
-        expired_before = time.monotonic() - self.keepalive_timeout_s
+        """Close idle connections past their keep-alive (checked every ``_PRUNE_INTERVAL_S``
+        of use: connections left over from a burst do not stay open for long)."""
+        self._pruned_at = time.monotonic()
+        expired_before = self._pruned_at - self.keepalive_timeout_s
         for key in list(self._idle):
             idle = self._idle[key]
             while idle and (idle[0].idle_since < expired_before or idle[0].ended):
@@ -329,7 +353,8 @@ class ExchangePool:
                 del self._idle[key]
 
     def close(self) -> None:
-        """Close every idle connection (exchanges in flight close theirs when they end)."""
+        """Close every idle connection; exchanges in flight close theirs when they end."""
+        self._closed = True
         for idle in self._idle.values():
             for connection in idle:
                 if connection.transport is not None:

@@ -227,22 +227,23 @@ class ObjectServer:
 
     async def _read_whole(self, request: web.Request, length: int) -> list[bytes]:
         """The ``length`` bytes of a body as the network chunks that brought them (not joined:
-        the disk thread writes them with one writev); 408/499 on a slow, short or gone client."""
+        the disk thread writes them with one writev); 408 when the client pauses longer than
+        ``client_timeout_s`` between chunks (as when streaming), 499 when it ends short or goes."""
         content = request.content
         chunks: list[bytes] = []
         received = 0
-        try:
-            async with asyncio.timeout(self.client_timeout_s):
-                while received < length:
+        while received < length:
+            try:
+                async with asyncio.timeout(self.client_timeout_s):
                     chunk = await next_chunk(content)
-                    if not chunk:
-                        raise ClientDisconnect(f"got {received} of {length} body bytes")
-                    chunks.append(chunk)
-                    received += len(chunk)
-        except TimeoutError:
-            raise RequestTimeout(f"body not received within {self.client_timeout_s} s") from None
-        except _READ_ERRORS as exc:
-            raise ClientDisconnect(f"client went away: {exc!r}") from None
+            except TimeoutError:
+                raise RequestTimeout(f"no body bytes for {self.client_timeout_s} s") from None
+            except _READ_ERRORS as exc:
+                raise ClientDisconnect(f"client went away: {exc!r}") from None
+            if not chunk:
+                raise ClientDisconnect(f"got {received} of {length} body bytes")
+            chunks.append(chunk)
+            received += len(chunk)
         return chunks
 
     # --- DELETE ---------------------------------------------------------------------------------

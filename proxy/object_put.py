@@ -150,12 +150,16 @@ async def _read_chunks(
 
 
 def _footered(chunks: list[bytes]) -> bytes:
-    """The chunks joined, followed by the digest footer of their MD5 and xxh3-64."""
+    """The chunks joined, followed by the digest footer of their MD5 and xxh3-64. Consumes
+    ``chunks`` (emptied once joined), so a PUT holds its body once, not twice."""
     md5, xxh3 = hashlib.md5(), xxhash.xxh3_64()
     for chunk in chunks:
         md5.update(chunk)
         xxh3.update(chunk)
-    return b"".join([*chunks, encode_footer(md5.hexdigest(), xxh3.hexdigest())])
+    chunks.append(encode_footer(md5.hexdigest(), xxh3.hexdigest()))
+    payload = b"".join(chunks)
+    chunks.clear()
+    return payload
 
 
 async def _stream(

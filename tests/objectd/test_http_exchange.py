@@ -62,6 +62,8 @@ async def _aiohttp_server(peers: list[int] | None = None) -> tuple[web.AppRunner
             return web.Response(text="bye", headers={"Connection": "close"})
         if request.path == "/empty":
             return web.Response(status=204)
+        if request.path == "/utf8":
+            return web.Response(text="é", headers={"X-Meta": "café ☕"})
         return web.Response(text="x" * 1000)
 
     app = web.Application(client_max_size=8 << 20)
@@ -143,6 +145,9 @@ def test_chunked_head_204_and_close_answers():
     ("script", "error"),
     [
         (b"HTTP/1.1 2x1 Odd\r\nContent-Length: 0\r\n\r\n", AnswerMalformed),
+        ("HTTP/1.1 2²1 Odd\r\nContent-Length: 0\r\n\r\n".encode(), AnswerMalformed),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", AnswerMalformed),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nok\r\n", AnswerMalformed),
         (b"SMTP 220 hello\r\n\r\n", AnswerMalformed),
         (b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", AnswerMalformed),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", AnswerMalformed),
@@ -153,6 +158,9 @@ def test_chunked_head_204_and_close_answers():
     ],
     ids=[
         "status",
+        "unicode-digit-status",
+        "two-lengths",
+        "0x-chunk-size",
         "not-http",
         "negative-length",
         "too-large",
@@ -173,6 +181,8 @@ def test_a_bad_answer_is_an_error_and_its_connection_is_dropped(script: bytes, e
             if accepted == 1:
                 writer.write(script)
                 await writer.drain()
+                if error is AnswerMalformed:
+                    await reader.read()  # keep it open: only the client can have dropped it
                 return  # and close
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             await writer.drain()
@@ -189,6 +199,96 @@ def test_a_bad_answer_is_an_error_and_its_connection_is_dropped(script: bytes, e
         finally:
             pool.close()
             server.close()
+
+    _run(test)
+
+
+def test_non_ascii_header_values_come_back_as_they_were_sent():
+    async def test() -> None:
+        runner, port = await _aiohttp_server()
+        pool = _pool()
+        try:
+            answer = await pool.exchange("GET", "127.0.0.1", port, "/utf8", {})
+            assert answer.headers["X-Meta"] == "café ☕"  # aiohttp wrote it as UTF-8
+            assert answer.body.decode() == "é"
+        finally:
+            pool.close()
+            await runner.cleanup()
+
+    _run(test)
+
+
+@pytest.mark.parametrize(
+    ("script", "body", "reused"),
+    [
+        (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", b"", True),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", False),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2;ext=1\r\nok\r\n1\r\n!\r\n0\r\nX-Trailer: t\r\n\r\n",
+            b"ok!",
+            True,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", b"ok", False),
+    ],
+    ids=["304-no-body", "http-1.0", "chunk-extension-and-trailer", "bytes-beyond-the-answer"],
+)
+def test_framings_and_when_a_connection_may_be_reused(script: bytes, body: bytes, reused: bool):
+    async def test() -> None:
+        accepted = 0
+
+        async def answer(reader, writer) -> None:
+            nonlocal accepted
+            accepted += 1
+            while True:
+                try:
+                    await _read_request(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                writer.write(script)
+                await writer.drain()
+
+        server, port = await _scripted_server(answer)
+        pool = _pool()
+        try:
+            for _ in range(2):
+                got = await pool.exchange("GET", "127.0.0.1", port, "/", {})
+                assert got.body == body
+            assert accepted == (1 if reused else 2)
+        finally:
+            pool.close()
+            server.close()
+
+    _run(test)
+
+
+def test_a_cancelled_or_timed_out_wait_gives_its_turn_back():
+    async def test() -> None:
+        runner, good_port = await _aiohttp_server()
+
+        async def stall(reader, writer) -> None:
+            await reader.read()
+
+        server, stall_port = await _scripted_server(stall)
+        pool = _pool(connections_max=1, pool_timeout_s=0.3, response_timeout_s=5.0)
+        try:
+            stuck = asyncio.ensure_future(pool.exchange("GET", "127.0.0.1", stall_port, "/", {}))
+            await asyncio.sleep(0.1)
+            with pytest.raises(TimeoutError):  # the only turn is taken: a pool timeout
+                await pool.exchange("GET", "127.0.0.1", good_port, "/plain", {})
+            waiting = asyncio.ensure_future(pool.exchange("GET", "127.0.0.1", good_port, "/", {}))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            stuck.cancel()
+            for task in (waiting, stuck):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            answer = await pool.exchange("GET", "127.0.0.1", good_port, "/plain", {})
+            assert answer.status == 200  # neither the timeout nor the cancels kept the turn
+        finally:
+            pool.close()
+            server.close()
+            await runner.cleanup()
 
     _run(test)
 

@@ -83,8 +83,10 @@ def test_the_clients_etag_is_checked_against_the_footers_md5(objectd, unique, bo
 @pytest.mark.parametrize(
     "footer", [b"x" * DIGEST_FOOTER_BYTES, _footer(SMALL).upper()], ids=["not-hex", "upper-case"]
 )
-def test_a_malformed_footer_is_400(objectd, unique, footer):
-    assert _put(objectd, unique, SMALL, footer, streamed=True).status_code == 400
+@pytest.mark.parametrize("streamed", [False, True], ids=["no-expect", "expect-100"])
+@pytest.mark.parametrize("body", [SMALL, MEDIUM], ids=["small", "medium"])
+def test_a_malformed_footer_is_400(objectd, unique, footer, streamed, body):
+    assert _put(objectd, unique, body, footer, streamed=streamed).status_code == 400
     assert objectd.request("HEAD", _path(unique)).status_code == 404
 
 

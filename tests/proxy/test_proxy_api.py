@@ -363,3 +363,18 @@ def test_expect_100_continue_is_answered_only_for_an_acceptable_upload(tester: C
     tester.request("PUT", cont + "/exists", data=b"12345")
     refused = _first_status_line(tester, f"{cont}/exists", {"If-None-Match": "*"})
     assert refused.startswith(b"HTTP/1.1 412")
+
+
+def test_non_ascii_metadata_is_the_same_in_head_get_and_listings_headers(tester: Client, cont: str):
+    """UTF-8 header values pass through the nodes unchanged: HEAD (a whole backend exchange)
+    and GET (a stream) must agree byte for byte, and so must container and account HEADs."""
+    value = "café ☕".encode()
+    put = tester.request("PUT", cont + "/o", data=b"body", headers={"X-Object-Meta-Color": value})
+    assert put.status_code == 201
+    head = tester.request("HEAD", cont + "/o")
+    get = tester.request("GET", cont + "/o")
+    assert head.headers["X-Object-Meta-Color"].encode("latin-1") == value
+    assert get.headers["X-Object-Meta-Color"].encode("latin-1") == value
+    assert tester.request("POST", cont, headers={"X-Container-Meta-Color": value}).ok
+    container = tester.request("HEAD", cont)
+    assert container.headers["X-Container-Meta-Color"].encode("latin-1") == value
