@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from objectd.client import BackendClient, BackendError, BackendResponse, Node
+from proxy.byte_budget import ByteBudget
 from proxy.config import Policy, ProxyConfig
 from proxy.error_limiting import ErrorLimiter, NodeKey
 from ring import Ring, ring_name
@@ -98,6 +99,7 @@ class Cluster:
     def __init__(self, config: ProxyConfig):
         ring_dir = Path(config.ring_dir)
         self.config = config
+        self.whole_put_budget = ByteBudget(config.whole_put_buffer_bytes_max)
         self.account_ring = Ring(ring_dir / "account.ring")
         self.container_ring = Ring(ring_dir / "container.ring")
         self.policies: list[Policy] = config.policy_list

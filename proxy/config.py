@@ -101,6 +101,12 @@ class ProxyConfig:
     client_timeout_s: float = option(
         60.0, "wait for the client's next chunk", check=lambda v: v > 0
     )
+    whole_put_buffer_bytes_max: int = option(
+        256 * 1024 * 1024,
+        "bytes of PUT bodies (each up to 2 MiB) a worker may hold whole at once; beyond, they "
+        "stream (more CPU, bounded memory)",
+        check=lambda v: v >= 0,
+    )
     post_quorum_timeout_s: float = option(
         0.5, "after a quorum, how long to wait for the other replicas", check=lambda v: v >= 0
     )

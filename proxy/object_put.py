@@ -5,8 +5,9 @@ Public: :func:`handle_object_put`, :func:`put_object`, :func:`request_body`.
 Small bodies (a Content-Length up to ``SMALL_PUT_BYTES_MAX``, no ``If-None-Match``) are read
 whole and sent to every node in one request each: one backend round trip, no ``100-continue``.
 Bodies up to ``WHOLE_PUT_BYTES_MAX`` are sent the same way (:class:`WholeBody`), followed by
-the digest footer described below; a node that fails is replaced by a handoff, which gets the
-same bytes. Larger or chunked bodies, and any with ``If-None-Match``, use
+the digest footer described below, while the worker's ``whole_put_buffer_bytes_max`` budget
+(:mod:`proxy.byte_budget`) has room for them, else streamed; a node that fails is replaced by a
+handoff, which gets the same bytes. Larger or chunked bodies, and any with ``If-None-Match``, use
 :class:`objectd.client.ObjectPutter`: the proxy connects to every primary with
 ``Expect: 100-continue``, a node that refuses or fails is replaced by the next handoff, and
 once a majority is ready the body is streamed to all ready nodes at once, each chunk awaited by
@@ -100,10 +101,11 @@ async def send_continue(request: web.Request) -> None:
 
 async def request_body(
     request: web.Request, content_length: int | None, client_timeout_s: float,
-    *, whole_ok: bool = True,
+    *, whole_ok: bool = True, whole_bytes_max: int = limits.WHOLE_PUT_BYTES_MAX,
 ) -> Body:  # fmt: skip
-    """The client's body: bytes when small and announced (and ``whole_ok``), else a chunk
-    iterator, which asks the client for the body only once the nodes are ready.
+    """The client's body: bytes or a :class:`WholeBody` when announced, ``whole_ok`` and at
+    most ``whole_bytes_max`` long, else a chunk iterator, which asks the client for the body
+    only once the nodes are ready.
 
     Raises (also from the iterator):
         SwiftError: 499 if the client sent less than it announced, 408 if it stalled.
@@ -111,7 +113,7 @@ async def request_body(
     if content_length == 0:
         await send_continue(request)
         return b""  # aiohttp's empty stream refuses even readexactly(0)
-    if whole_ok and content_length is not None and content_length <= limits.WHOLE_PUT_BYTES_MAX:
+    if whole_ok and content_length is not None and content_length <= whole_bytes_max:
         await send_continue(request)
         if content_length > limits.SMALL_PUT_BYTES_MAX:
             return WholeBody(await _read_chunks(request, content_length, client_timeout_s))
@@ -220,10 +222,27 @@ async def handle_object_put(ctx: RequestContext) -> web.StreamResponse:
     # If-None-Match: * asks the nodes first (100-continue), so an existing object is refused
     # before the body is sent
     whole_ok = "If-None-Match" not in headers
-    body = await request_body(
-        ctx.request, content_length, ctx.config.client_timeout_s, whole_ok=whole_ok
-    )
-    status, answer, timestamp = await put_object(ctx, ctx.path, metadata, body, content_length)
+    budget = ctx.cluster.whole_put_budget
+    reserved = 0
+    whole_bytes_max = limits.SMALL_PUT_BYTES_MAX
+    if (
+        whole_ok
+        and content_length is not None
+        and limits.SMALL_PUT_BYTES_MAX < content_length <= limits.WHOLE_PUT_BYTES_MAX
+    ):
+        if budget.take(content_length):
+            reserved, whole_bytes_max = content_length, limits.WHOLE_PUT_BYTES_MAX
+        else:
+            log.debug("object PUT %s: streamed, the whole-body budget is spent", path)
+    try:
+        body = await request_body(
+            ctx.request, content_length, ctx.config.client_timeout_s,
+            whole_ok=whole_ok, whole_bytes_max=whole_bytes_max,
+        )  # fmt: skip
+        status, answer, timestamp = await put_object(ctx, ctx.path, metadata, body, content_length)
+    finally:
+        if reserved:
+            budget.give_back(reserved)
     return web.Response(
         status=status,
         headers={
