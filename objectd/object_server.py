@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from objectd.backend_headers import (
@@ -201,6 +201,17 @@ class ObjectServer:
             if not committing:
                 await self.devices.run(device, writer.abort)
 
+    async def _next_chunk(self, content: StreamReader) -> bytes:
+        """The body's next network chunk (``b""`` at its end); 408 when the client pauses
+        longer than ``client_timeout_s``, 499 when it goes away."""
+        try:
+            async with asyncio.timeout(self.client_timeout_s):
+                return await next_chunk(content)
+        except TimeoutError:
+            raise RequestTimeout(f"no body bytes for {self.client_timeout_s} s") from None
+        except _READ_ERRORS as exc:
+            raise ClientDisconnect(f"client went away: {exc!r}") from None
+
     async def _buffers(self, request: web.Request) -> AsyncIterator[list[bytes]]:
         """The body as lists of network chunks of about ``WRITE_BUFFER_BYTES`` together (kept as
         received: the disk thread writes them with one writev); 408/499 on a slow or gone
@@ -209,13 +220,7 @@ class ObjectServer:
         chunks: list[bytes] = []
         size = 0
         while True:
-            try:
-                async with asyncio.timeout(self.client_timeout_s):
-                    chunk = await next_chunk(content)
-            except TimeoutError:
-                raise RequestTimeout(f"no body bytes for {self.client_timeout_s} s") from None
-            except _READ_ERRORS as exc:
-                raise ClientDisconnect(f"client went away: {exc!r}") from None
+            chunk = await self._next_chunk(content)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -233,13 +238,7 @@ class ObjectServer:
         chunks: list[bytes] = []
         received = 0
         while received < length:
-            try:
-                async with asyncio.timeout(self.client_timeout_s):
-                    chunk = await next_chunk(content)
-            except TimeoutError:
-                raise RequestTimeout(f"no body bytes for {self.client_timeout_s} s") from None
-            except _READ_ERRORS as exc:
-                raise ClientDisconnect(f"client went away: {exc!r}") from None
+            chunk = await self._next_chunk(content)
             if not chunk:
                 raise ClientDisconnect(f"got {received} of {length} body bytes")
             chunks.append(chunk)

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import xxhash
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, StreamReader, web
 
 from objectd.client import BackendError, BackendResponse, ObjectPutter
 from objectd.digest_footer import DIGEST_FOOTER_BYTES, DIGEST_FOOTER_HEADER, encode_footer
@@ -127,6 +127,18 @@ async def request_body(
     return _stream(request, content_length, client_timeout_s)
 
 
+async def _next_client_chunk(content: StreamReader, client_timeout_s: float) -> bytes:
+    """The client's next body chunk (``b""`` at its end); 408 after a pause longer than
+    ``client_timeout_s`` (Swift's ``client_timeout``), 499 when the client goes away."""
+    try:
+        async with asyncio.timeout(client_timeout_s):
+            return await next_chunk(content)
+    except TimeoutError:
+        raise SwiftError(408, "Request Timeout") from None
+    except (ConnectionError, OSError):
+        raise SwiftError(499) from None
+
+
 async def _read_chunks(
     request: web.Request, content_length: int, client_timeout_s: float
 ) -> list[bytes]:
@@ -137,13 +149,7 @@ async def _read_chunks(
     received = 0
     content = request.content
     while received < content_length:
-        try:
-            async with asyncio.timeout(client_timeout_s):
-                chunk = await next_chunk(content)
-        except TimeoutError:
-            raise SwiftError(408, "Request Timeout") from None
-        except (ConnectionError, OSError):
-            raise SwiftError(499) from None
+        chunk = await _next_client_chunk(content, client_timeout_s)
         if not chunk:
             raise SwiftError(499)
         chunks.append(chunk)
@@ -171,13 +177,7 @@ async def _stream(
     received = 0
     content = request.content
     while True:
-        try:
-            async with asyncio.timeout(client_timeout_s):
-                chunk = await next_chunk(content)
-        except TimeoutError:
-            raise SwiftError(408, "Request Timeout") from None
-        except (ConnectionError, OSError):
-            raise SwiftError(499) from None
+        chunk = await _next_client_chunk(content, client_timeout_s)
         if not chunk:
             break
         received += len(chunk)
